@@ -1,1 +1,27 @@
+//! The Pantheon signaling gateway.
+//!
+//! - [`config`]: every setting, from flags and environment, validated at
+//!   start-up ([`Config`]).
+//! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
+//! - [`http`]: `/health`, `/ready`, `/metrics`, and the WebSocket upgrade.
+//! - [`session`]: the one session loop every transport feeds.
+//! - [`hub`]: this instance's rooms and sessions and the membership rules.
+//! - [`peer`]: one session's `seq`, replay buffer and attached connection.
+//! - [`bus`]: cross-instance routing ([`bus::Bus`]; [`bus::Standalone`]).
+//! - [`limit`]: per-connection rate limiting.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`telemetry`]: logging setup.
 
+pub mod bus;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod limit;
+pub mod metrics;
+pub mod peer;
+pub mod session;
+pub mod telemetry;
+
+pub use config::Config;
+pub use gateway::Gateway;

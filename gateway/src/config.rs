@@ -1,0 +1,405 @@
+//! Configuration: every setting, read once at start-up from flags and
+//! environment variables, validated together.
+//!
+//! Values are taken as text by clap (so `--help` lists every variable with its
+//! default) and converted here, so that one run reports every bad variable at
+//! once instead of stopping at the first.
+
+use clap::Parser;
+use pantheon_protocol::Limits;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Exit status for bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Pantheon: a WebRTC signaling gateway (WebSocket and WebTransport, one
+/// protocol). Every option can be given as a flag or as the environment
+/// variable named beside it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pantheon", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on; `::` is dual-stack (IPv6 and IPv4).
+    #[arg(long, env = "HOST", default_value = "::")]
+    pub host: String,
+    /// TCP port for HTTP and WebSocket.
+    #[arg(long, env = "PORT", default_value = "3000")]
+    pub port: String,
+    /// This instance's id (default: the host name).
+    #[arg(long, env = "SERVER_ID")]
+    pub server_id: Option<String>,
+    /// This instance's region.
+    #[arg(long, env = "SERVER_REGION", default_value = "local")]
+    pub server_region: String,
+    /// Largest message a client may send, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "65536")]
+    pub max_message_bytes: String,
+    /// Most rooms one session may be in.
+    #[arg(long, env = "MAX_ROOMS", default_value = "32")]
+    pub max_rooms: String,
+    /// Most members one room may have.
+    #[arg(long, env = "MAX_ROOM_PEERS", default_value = "64")]
+    pub max_room_peers: String,
+    /// Sustained messages per second per connection.
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value = "50")]
+    pub rate_limit_per_sec: String,
+    /// Burst of messages per connection.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "100")]
+    pub rate_limit_burst: String,
+    /// Most concurrent client connections on this instance.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: String,
+    /// Messages queued for one connection before it is closed as a slow
+    /// consumer (4009).
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value = "1024")]
+    pub outbound_queue: String,
+    /// How long a dropped session may be resumed, in milliseconds.
+    #[arg(long, env = "RESUME_GRACE_MS", default_value = "30000")]
+    pub resume_grace_ms: String,
+    /// Messages kept per session for replay on resume.
+    #[arg(long, env = "RESUME_BUFFER", default_value = "1000")]
+    pub resume_buffer: String,
+    /// Time allowed for `hello` after the transport opens, in milliseconds.
+    #[arg(long, env = "HELLO_TIMEOUT_MS", default_value = "10000")]
+    pub hello_timeout_ms: String,
+    /// Interval between server WebSocket pings, in milliseconds.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value = "25000")]
+    pub ping_interval_ms: String,
+    /// Close a connection silent this long, in milliseconds.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value = "60000")]
+    pub ping_timeout_ms: String,
+    /// Longest a graceful shutdown waits for clients to move, in milliseconds.
+    #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value = "30000")]
+    pub drain_timeout_ms: String,
+    /// Close HTTP requests whose headers have not arrived whole in this time.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value = "10000")]
+    pub http_header_timeout_ms: String,
+    /// Comma-separated origins allowed to connect (default: any).
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Log format: `text` or `json`. Levels come from `RUST_LOG`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub host: IpAddr,
+    /// TCP port (0 picks a free one).
+    pub port: u16,
+    /// Instance id.
+    pub server_id: String,
+    /// Region.
+    pub region: String,
+    /// Per-session limits, as announced in `welcome`.
+    pub limits: Limits,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Outbound queue length per connection.
+    pub outbound_queue: usize,
+    /// Resume grace window.
+    pub resume_grace: Duration,
+    /// Messages kept for replay.
+    pub resume_buffer: usize,
+    /// `hello` deadline.
+    pub hello_timeout: Duration,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is closed.
+    pub ping_timeout: Duration,
+    /// Graceful shutdown bound.
+    pub drain_timeout: Duration,
+    /// HTTP header read bound.
+    pub http_header_timeout: Duration,
+    /// Allowed origins; `None` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One line per bad variable: `NAME: why`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Checker {
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        name: &str,
+        value: &str,
+        min: T,
+        max: T,
+    ) -> T {
+        match value.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => v,
+            Ok(_) => {
+                self.problems
+                    .push(format!("{name}: {value:?} is out of range ({min}..={max})"));
+                min
+            }
+            Err(_) => {
+                self.problems
+                    .push(format!("{name}: {value:?} is not a whole number"));
+                min
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &str, value: &str, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.number(name, value, min, max))
+    }
+
+    fn problem(&mut self, msg: String) {
+        self.problems.push(msg);
+    }
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl Config {
+    /// Parses the process's flags and environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match Args::try_parse() {
+            Ok(args) => Self::from_args(args),
+            Err(e) if !e.use_stderr() => {
+                // --help / --version
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            Err(e) => Err(ConfigError {
+                problems: vec![e.to_string().trim().to_owned()],
+            }),
+        }
+    }
+
+    /// Validates parsed arguments, collecting every problem.
+    pub fn from_args(a: Args) -> Result<Self, ConfigError> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        let host = a.host.trim().parse::<IpAddr>().unwrap_or_else(|_| {
+            c.problem(format!("HOST: {:?} is not an IP address", a.host));
+            IpAddr::from([0, 0, 0, 0])
+        });
+        let port = c.number::<u16>("PORT", &a.port, 0, u16::MAX);
+        let server_id = a
+            .server_id
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        if server_id.is_empty() || server_id.len() > 128 || server_id.chars().any(char::is_control) {
+            c.problem(format!(
+                "SERVER_ID: {server_id:?} must be 1-128 characters without control characters"
+            ));
+        }
+        let region = a.server_region;
+        if region.is_empty() || region.len() > 64 || region.chars().any(char::is_control) {
+            c.problem(format!(
+                "SERVER_REGION: {region:?} must be 1-64 characters without control characters"
+            ));
+        }
+        let limits = Limits {
+            max_message_bytes: c.number("MAX_MESSAGE_BYTES", &a.max_message_bytes, 1024, 16 << 20),
+            max_rooms: c.number("MAX_ROOMS", &a.max_rooms, 1, 100_000),
+            max_room_peers: c.number("MAX_ROOM_PEERS", &a.max_room_peers, 2, 1_000_000),
+            rate_per_sec: c.number("RATE_LIMIT_PER_SEC", &a.rate_limit_per_sec, 1, u32::MAX),
+            rate_burst: c.number("RATE_LIMIT_BURST", &a.rate_limit_burst, 1, u32::MAX),
+        };
+        let max_connections = c.number("MAX_CONNECTIONS", &a.max_connections, 1, 10_000_000);
+        let outbound_queue = c.number("OUTBOUND_QUEUE", &a.outbound_queue, 16, 1_000_000);
+        let resume_grace = c.millis("RESUME_GRACE_MS", &a.resume_grace_ms, 0, 24 * HOUR_MS);
+        let resume_buffer = c.number("RESUME_BUFFER", &a.resume_buffer, 0, 1_000_000);
+        let hello_timeout = c.millis("HELLO_TIMEOUT_MS", &a.hello_timeout_ms, 1, HOUR_MS);
+        let ping_interval = c.millis("PING_INTERVAL_MS", &a.ping_interval_ms, 10, HOUR_MS);
+        let ping_timeout = c.millis("PING_TIMEOUT_MS", &a.ping_timeout_ms, 10, HOUR_MS);
+        if ping_timeout <= ping_interval && c.problems.is_empty() {
+            c.problem(format!(
+                "PING_TIMEOUT_MS: must be greater than PING_INTERVAL_MS ({} <= {})",
+                ping_timeout.as_millis(),
+                ping_interval.as_millis()
+            ));
+        }
+        let drain_timeout = c.millis("DRAIN_TIMEOUT_MS", &a.drain_timeout_ms, 0, HOUR_MS);
+        let http_header_timeout =
+            c.millis("HTTP_HEADER_TIMEOUT_MS", &a.http_header_timeout_ms, 1, HOUR_MS);
+        let allowed_origins = a.allowed_origins.and_then(|list| {
+            let origins: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            for o in &origins {
+                if !(o.starts_with("http://") || o.starts_with("https://")) || o.contains(' ') {
+                    c.problem(format!(
+                        "ALLOWED_ORIGINS: {o:?} is not an origin like https://app.example.com"
+                    ));
+                }
+            }
+            (!origins.is_empty()).then_some(origins)
+        });
+        let log_format = match a.log_format.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                c.problem(format!("LOG_FORMAT: {other:?} must be `text` or `json`"));
+                LogFormat::Text
+            }
+        };
+        if !c.problems.is_empty() {
+            return Err(ConfigError {
+                problems: c.problems,
+            });
+        }
+        Ok(Self {
+            host,
+            port,
+            server_id,
+            region,
+            limits,
+            max_connections,
+            outbound_queue,
+            resume_grace,
+            resume_buffer,
+            hello_timeout,
+            ping_interval,
+            ping_timeout,
+            drain_timeout,
+            http_header_timeout,
+            allowed_origins,
+            log_format,
+        })
+    }
+
+    /// Defaults, with a given port: for tests and embedding.
+    pub fn for_tests(port: u16) -> Self {
+        let mut args = Args::parse_from(["pantheon"]);
+        // Tests must not depend on the environment they run in.
+        args = Args {
+            port: port.to_string(),
+            host: "127.0.0.1".into(),
+            server_id: Some("test".into()),
+            allowed_origins: None,
+            ..args
+        };
+        Self::from_args(defaults_only(args)).expect("defaults are valid")
+    }
+}
+
+/// Replaces every value that may have come from the environment by its
+/// default, keeping the fields set by the caller above.
+fn defaults_only(a: Args) -> Args {
+    let d = |s: &str| s.to_owned();
+    Args {
+        host: a.host,
+        port: a.port,
+        server_id: a.server_id,
+        server_region: d("local"),
+        max_message_bytes: d("65536"),
+        max_rooms: d("32"),
+        max_room_peers: d("64"),
+        rate_limit_per_sec: d("50"),
+        rate_limit_burst: d("100"),
+        max_connections: d("10000"),
+        outbound_queue: d("1024"),
+        resume_grace_ms: d("30000"),
+        resume_buffer: d("1000"),
+        hello_timeout_ms: d("10000"),
+        ping_interval_ms: d("25000"),
+        ping_timeout_ms: d("60000"),
+        drain_timeout_ms: d("30000"),
+        http_header_timeout_ms: d("10000"),
+        allowed_origins: a.allowed_origins,
+        log_format: d("text"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["pantheon"];
+        argv.extend_from_slice(args);
+        Config::from_args(defaults_only_keep(Args::try_parse_from(argv).unwrap()))
+    }
+
+    // Flags given on the command line win over the environment, so passing
+    // every flag under test is enough to be independent of it.
+    fn defaults_only_keep(a: Args) -> Args {
+        a
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::for_tests(0);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.resume_grace, Duration::from_secs(30));
+        assert_eq!(c.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.ping_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported() {
+        let err = parse(&[
+            "--port",
+            "99999",
+            "--max-rooms",
+            "many",
+            "--log-format",
+            "xml",
+            "--host",
+            "nowhere",
+            "--allowed-origins",
+            "example.com",
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for name in ["PORT", "MAX_ROOMS", "LOG_FORMAT", "HOST", "ALLOWED_ORIGINS"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert_eq!(err.problems.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn ping_timeout_must_exceed_interval() {
+        let err = parse(&["--ping-interval-ms", "5000", "--ping-timeout-ms", "5000"]).unwrap_err();
+        assert!(err.to_string().contains("PING_TIMEOUT_MS"));
+    }
+
+    #[test]
+    fn origins_are_split_and_trimmed() {
+        let c = parse(&["--allowed-origins", " https://a.example/, http://b.example:8080 "]).unwrap();
+        assert_eq!(
+            c.allowed_origins.unwrap(),
+            vec!["https://a.example", "http://b.example:8080"]
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! The one session loop every transport feeds: `hello`/`welcome`, resume,
+//! limits, rate limiting, keepalive, dispatch to the hub, and the writer that
+//! drains a connection's bounded outbound queue.
+//!
+//! A transport hands over a `Stream` of [`Inbound`] and a `Sink` of
+//! [`Outbound`]; nothing here knows which transport it serves.
+
+use crate::gateway::Shared;
+use crate::hub::Refusal;
+use crate::limit::{Limiter, Verdict};
+use crate::metrics::Transport;
+use crate::peer::{Control, Link, Peer};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use pantheon_protocol::{
+    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, Request, ServerKind,
+    ServerMessage, VERSION, Welcome, decode_client, encode_server,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// Most queued items written per flush.
+const WRITE_BATCH: usize = 256;
+
+/// How a connection ended, seen from the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client said goodbye: the session ends at once.
+    Goodbye,
+    /// The connection was lost: the grace window starts.
+    Lost,
+    /// The server closed it with this code.
+    Closed(CloseCode),
+}
+
+/// Per-transport behaviour of the session loop.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportKind {
+    /// The metrics label.
+    pub transport: Transport,
+    /// Whether the session sends keepalive pings (WebSocket) or the transport
+    /// has its own (QUIC).
+    pub keepalive: bool,
+}
+
+/// Serves one client connection until it ends.
+pub async fn serve<I, O>(shared: Arc<Shared>, incoming: I, outgoing: O, kind: TransportKind)
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send + 'static,
+{
+    let gauge = shared.metrics.connections(kind.transport);
+    gauge.inc();
+    let cap = shared.config.outbound_queue.max(shared.config.resume_buffer + 1);
+    let (tx, rx) = mpsc::channel(cap);
+    let control = Arc::new(Control::default());
+    let writer = tokio::spawn(write_loop(outgoing, rx, control.clone()));
+    let limits = shared.config.limits;
+    let mut session = Session {
+        link: Link {
+            conn: shared.next_conn_id(),
+            tx,
+            control,
+        },
+        limiter: Limiter::new(limits.rate_per_sec, limits.rate_burst),
+        last_seen: Instant::now(),
+        peer: None,
+        kind,
+        shared,
+    };
+    let end = session.run(incoming).await;
+    session.finish(end);
+    let Session { link, shared, .. } = session;
+    // Dropping the queue lets the writer finish what is queued and stop.
+    drop(link);
+    let _ = tokio::time::timeout(CLOSE_FLUSH * 2, writer).await;
+    gauge.dec();
+    shared.metrics.closed(match end {
+        End::Goodbye => "goodbye",
+        End::Lost => "lost",
+        End::Closed(code) => close_label(code),
+    });
+}
+
+fn close_label(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Normal => "normal",
+        CloseCode::GoingAway | CloseCode::Restart => "going_away",
+        CloseCode::TooLarge => "too_large",
+        CloseCode::HelloTimeout => "hello_timeout",
+        CloseCode::UnsupportedVersion => "unsupported_version",
+        CloseCode::Unauthorized => "unauthorized",
+        CloseCode::RateLimited => "rate_limited",
+        CloseCode::SlowConsumer => "slow_consumer",
+        CloseCode::TakenOver => "taken_over",
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    link: Link,
+    limiter: Limiter,
+    last_seen: Instant,
+    peer: Option<Arc<Peer>>,
+    kind: TransportKind,
+}
+
+impl Session {
+    async fn run<I>(&mut self, mut incoming: I) -> End
+    where
+        I: Stream<Item = Inbound> + Unpin,
+    {
+        if let Err(end) = self.handshake(&mut incoming).await {
+            return end;
+        }
+        let cfg = &self.shared.config;
+        let (ping_interval, ping_timeout) = (cfg.ping_interval, cfg.ping_timeout);
+        let mut next_ping = Instant::now() + ping_interval;
+        let mut silence_deadline = self.last_seen + ping_timeout;
+        let mut reconnect_sent = false;
+        let drain = self.shared.drain.clone();
+        let shutdown = self.shared.shutdown.clone();
+        let control = self.link.control.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = control.closed() => {
+                    return End::Closed(control.code().unwrap_or(CloseCode::Normal));
+                }
+                () = shutdown.cancelled() => return self.close(CloseCode::GoingAway),
+                () = drain.cancelled(), if !reconnect_sent => {
+                    reconnect_sent = true;
+                    self.send(&ServerMessage::Reconnect { reason: "draining".into(), after_ms: 0 });
+                }
+                item = incoming.next() => {
+                    self.last_seen = Instant::now();
+                    match item {
+                        Some(Inbound::Text(text)) => {
+                            if let Some(end) = self.on_text(&text) {
+                                return end;
+                            }
+                        }
+                        Some(Inbound::Binary) => match self.admit(None) {
+                            Ok(()) => {
+                                self.shared.metrics.received(None);
+                                self.error(None, ErrorCode::BadRequest, "binary frames are not part of the protocol; send text");
+                            }
+                            Err(Some(end)) => return end,
+                            Err(None) => {}
+                        },
+                        Some(Inbound::Alive) => {}
+                        Some(Inbound::TooLarge) => return self.close(CloseCode::TooLarge),
+                        Some(Inbound::Closed { goodbye: true }) => return End::Goodbye,
+                        Some(Inbound::Closed { goodbye: false }) | None => return End::Lost,
+                    }
+                }
+                () = sleep_until(next_ping), if self.kind.keepalive => {
+                    next_ping = Instant::now() + ping_interval;
+                    let _ = self.link.tx.try_send(Outbound::Ping);
+                }
+                () = sleep_until(silence_deadline), if self.kind.keepalive => {
+                    if self.last_seen + ping_timeout <= Instant::now() {
+                        return self.close(CloseCode::GoingAway);
+                    }
+                    silence_deadline = self.last_seen + ping_timeout;
+                }
+            }
+        }
+    }
+
+    /// Waits for `hello` and answers `welcome` (or closes).
+    async fn handshake<I>(&mut self, incoming: &mut I) -> Result<(), End>
+    where
+        I: Stream<Item = Inbound> + Unpin,
+    {
+        let deadline = Instant::now() + self.shared.config.hello_timeout;
+        let text = loop {
+            let item = tokio::select! {
+                item = tokio::time::timeout_at(deadline, incoming.next()) => item,
+                () = self.shared.shutdown.cancelled() => return Err(self.close(CloseCode::GoingAway)),
+            };
+            match item {
+                Err(_elapsed) => return Err(self.close(CloseCode::HelloTimeout)),
+                Ok(Some(Inbound::Alive)) => continue,
+                Ok(Some(Inbound::Text(text))) => break text,
+                Ok(Some(Inbound::TooLarge)) => return Err(self.close(CloseCode::TooLarge)),
+                Ok(Some(Inbound::Binary)) => return Err(self.close(CloseCode::HelloTimeout)),
+                Ok(Some(Inbound::Closed { goodbye: true })) => return Err(End::Goodbye),
+                Ok(Some(Inbound::Closed { goodbye: false }) | None) => return Err(End::Lost),
+            }
+        };
+        self.last_seen = Instant::now();
+        let msg = match decode_client(&text) {
+            Ok(msg) if text.len() <= self.shared.config.limits.max_message_bytes => msg,
+            Ok(_) => {
+                self.send_raw_error(None, ErrorCode::TooLarge, "message too large");
+                return Err(self.close(CloseCode::HelloTimeout));
+            }
+            Err(rejection) => {
+                self.shared.metrics.received(None);
+                self.send_raw_error(
+                    rejection.id,
+                    ErrorCode::BadRequest,
+                    &format!("expected hello: {}", rejection.error),
+                );
+                return Err(self.close(CloseCode::HelloTimeout));
+            }
+        };
+        let ClientMessage {
+            id,
+            request: Request::Hello { v, token: _, resume },
+        } = msg
+        else {
+            self.shared.metrics.received(Some(msg.request.kind()));
+            self.send_raw_error(msg.id, ErrorCode::BadRequest, "the first message must be hello");
+            return Err(self.close(CloseCode::HelloTimeout));
+        };
+        self.shared.metrics.received(Some(pantheon_protocol::RequestKind::Hello));
+        if v.unwrap_or(VERSION) != VERSION {
+            self.send_raw_error(id, ErrorCode::UnsupportedVersion, "this server speaks protocol version 1");
+            return Err(self.close(CloseCode::UnsupportedVersion));
+        }
+        let shared = Arc::clone(&self.shared);
+        let welcome = |peer: &Peer, resumed: bool| shared.welcome(id, peer, resumed);
+        let peer = match resume {
+            Some(r) => match shared.hub.resume(&r.session, r.last_seq, self.link.clone(), &welcome) {
+                Ok(peer) => {
+                    shared.metrics.resume("resumed");
+                    peer
+                }
+                Err(failure) => {
+                    shared.metrics.resume(failure.as_str());
+                    shared.hub.open(self.link.clone(), &welcome)
+                }
+            },
+            None => shared.hub.open(self.link.clone(), &welcome),
+        };
+        shared.metrics.sent(ServerKind::Welcome, 1);
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// Applies the rate limit to one message. `Err(None)`: dropped (and
+    /// reported as the protocol says); `Err(Some(end))`: the connection closes.
+    fn admit(&mut self, id: Option<u64>) -> Result<(), Option<End>> {
+        match self.limiter.check() {
+            Verdict::Allow => Ok(()),
+            Verdict::Drop { notify_unidentified } => {
+                self.shared.metrics.rate_limited.inc();
+                if id.is_some() || notify_unidentified {
+                    self.error(id, ErrorCode::RateLimited, "rate limit exceeded; message dropped");
+                }
+                Err(None)
+            }
+            Verdict::Abuse => {
+                self.shared.metrics.rate_limited.inc();
+                Err(Some(self.close(CloseCode::RateLimited)))
+            }
+        }
+    }
+
+    /// Handles one text message; returns how the connection ends, if it does.
+    fn on_text(&mut self, text: &Bytes) -> Option<End> {
+        let received = Instant::now();
+        if text.len() > self.shared.config.limits.max_message_bytes {
+            self.shared.metrics.received(None);
+            return match self.admit(None) {
+                Ok(()) => {
+                    self.error(None, ErrorCode::TooLarge, "message over max_message_bytes; discarded");
+                    None
+                }
+                Err(end) => end,
+            };
+        }
+        // Decoded before the rate check so a dropped request's id is known.
+        let decoded = decode_client(text);
+        let id = match &decoded {
+            Ok(m) => m.id,
+            Err(r) => r.id,
+        };
+        if let Err(end) = self.admit(id) {
+            return end;
+        }
+        let msg = match decoded {
+            Ok(msg) => msg,
+            Err(rejection) => {
+                self.shared.metrics.received(None);
+                let text = rejection.error.to_string();
+                self.error(rejection.id, rejection.error.code(), &text);
+                return None;
+            }
+        };
+        let kind = msg.request.kind();
+        self.shared.metrics.received(Some(kind));
+        let is_relay = matches!(msg.request, Request::Signal { .. } | Request::Broadcast { .. });
+        if let Err(refusal) = self.dispatch(msg) {
+            self.error(id, refusal.code, refusal.message);
+        } else if is_relay {
+            self.shared
+                .metrics
+                .relay_latency
+                .observe(received.elapsed().as_secs_f64());
+        }
+        None
+    }
+
+    fn dispatch(&mut self, msg: ClientMessage) -> Result<(), Refusal> {
+        let peer = self.peer.clone().expect("dispatch runs after hello");
+        let hub = &self.shared.hub;
+        let id = msg.id;
+        match msg.request {
+            Request::Hello { .. } => Err(Refusal {
+                code: ErrorCode::BadRequest,
+                message: "hello was already sent on this connection",
+            }),
+            Request::Join { room, meta } => hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id),
+            Request::Leave { room } => hub.leave(&peer, room, id),
+            Request::Update { room, meta } => hub.update(&peer, room, meta, id),
+            Request::Peers { room } => hub.peers(&peer, room, id),
+            Request::Signal { room, to, data } => {
+                hub.signal(&peer, room, to, data)?;
+                self.ack(id);
+                Ok(())
+            }
+            Request::Broadcast { room, data } => {
+                hub.broadcast(&peer, room, data)?;
+                self.ack(id);
+                Ok(())
+            }
+            Request::Ping => {
+                self.send(&ServerMessage::Pong { id });
+                Ok(())
+            }
+        }
+    }
+
+    fn ack(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.send(&ServerMessage::Ack { id });
+        }
+    }
+
+    /// Sends a numbered message to this session.
+    fn send(&self, msg: &ServerMessage) {
+        if let Some(peer) = &self.peer {
+            peer.deliver(&encode_server(msg), msg.kind(), &self.shared.metrics);
+        }
+    }
+
+    fn error(&self, id: Option<u64>, code: ErrorCode, message: &str) {
+        self.shared.metrics.error(code);
+        self.send(&ServerMessage::error(id, code, message));
+    }
+
+    /// An error before `welcome`: it carries no `seq`.
+    fn send_raw_error(&self, id: Option<u64>, code: ErrorCode, message: &str) {
+        self.shared.metrics.error(code);
+        let _ = self
+            .link
+            .tx
+            .try_send(Outbound::Text(encode_server(&ServerMessage::error(id, code, message))));
+    }
+
+    /// Closes the connection after what is already queued.
+    fn close(&self, code: CloseCode) -> End {
+        if self.link.tx.try_send(Outbound::Close(code)).is_err() {
+            self.link.control.close(code);
+        }
+        End::Closed(code)
+    }
+
+    /// Settles the session after the connection ended.
+    fn finish(&self, end: End) {
+        let Some(peer) = &self.peer else { return };
+        let hub = &self.shared.hub;
+        match end {
+            End::Goodbye => hub.goodbye(peer, self.link.conn),
+            End::Closed(CloseCode::TakenOver) => {}
+            End::Lost | End::Closed(_) => hub.detach(peer, self.link.conn),
+        }
+    }
+}
+
+impl Shared {
+    fn welcome(&self, id: Option<u64>, peer: &Peer, resumed: bool) -> Bytes {
+        let cfg = &self.config;
+        encode_server(&ServerMessage::Welcome(Welcome {
+            id,
+            v: VERSION,
+            peer: peer.id.clone(),
+            session: peer.token(),
+            resumed,
+            server: cfg.server_id.clone(),
+            region: cfg.region.clone(),
+            heartbeat_ms: cfg.ping_interval.as_millis() as u64,
+            limits: cfg.limits,
+            ice_servers: None,
+        }))
+    }
+}
+
+/// Drains the outbound queue into the transport, many messages per flush.
+/// An urgent close (slow consumer, takeover) stops taking from the queue and
+/// sends the close frame as soon as the transport accepts it.
+async fn write_loop<O>(mut sink: O, mut rx: mpsc::Receiver<Outbound>, control: Arc<Control>)
+where
+    O: Sink<Outbound> + Unpin,
+{
+    let mut closing = None;
+    'outer: loop {
+        let first = tokio::select! {
+            biased;
+            () = control.closed() => break,
+            item = rx.recv() => item,
+        };
+        let Some(first) = first else { break };
+        let mut item = Some(first);
+        let mut n = 0;
+        while let Some(out) = item.take() {
+            if let Outbound::Close(code) = out {
+                closing = Some(code);
+                break 'outer;
+            }
+            let fed = tokio::select! {
+                biased;
+                () = control.closed() => break 'outer,
+                r = sink.feed(out) => r,
+            };
+            if fed.is_err() {
+                return;
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                item = rx.try_recv().ok();
+            }
+        }
+        let flushed = tokio::select! {
+            biased;
+            () = control.closed() => break,
+            r = sink.flush() => r,
+        };
+        if flushed.is_err() {
+            return;
+        }
+    }
+    let code = closing.or_else(|| control.code());
+    let _ = tokio::time::timeout(CLOSE_FLUSH, async {
+        if let Some(code) = code {
+            sink.send(Outbound::Close(code)).await?;
+        }
+        sink.close().await
+    })
+    .await;
+}
