@@ -30,7 +30,8 @@ pub struct LineDecoder {
 }
 
 impl LineDecoder {
-    /// A decoder that refuses lines over `max_line` bytes (without the `\n`).
+    /// A decoder that refuses lines over `max_line` bytes (without the `\n`;
+    /// a `\r` before it counts).
     pub fn new(max_line: usize) -> Self {
         Self {
             buf: BytesMut::new(),
@@ -72,13 +73,15 @@ impl LineDecoder {
             self.scanned = 0;
             let mut line = self.buf.split_to(end + 1);
             line.truncate(end);
-            if line.last() == Some(&b'\r') {
-                line.truncate(line.len() - 1);
-            }
+            // The limit counts a trailing `\r` like an unfinished line does,
+            // so a line is refused or not however the reads split it.
             if line.len() > self.max_line {
                 return Err(LineTooLong {
                     limit: self.max_line,
                 });
+            }
+            if line.last() == Some(&b'\r') {
+                line.truncate(line.len() - 1);
             }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
