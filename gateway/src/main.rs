@@ -17,6 +17,17 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     telemetry::init(config.log_format);
+    // Each connection is a descriptor; the default soft limit (1024) is far
+    // below MAX_CONNECTIONS.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
+            limit = n,
+            max_connections = config.max_connections,
+            "open-file limit is below MAX_CONNECTIONS"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
