@@ -16,7 +16,7 @@
 //! - `maintenance` (feature `tokio`, on by default):
 //!   [`Store::spawn_maintenance`] polls on a timer, reloading changed files
 //!   and rotating a self-signed certificate [`ROTATE_BEFORE`] it expires.
-//! - [`write`]: [`write_dev_cert`] writes a [`DevCert`] as PEM files (key
+//! - [`write`](mod@write): [`write_dev_cert`] writes a [`DevCert`] as PEM files (key
 //!   mode 0600) for `pantheon gen-cert`.
 //! - [`error`]: [`Error`], every way the above can fail, naming the file.
 //!

@@ -13,7 +13,7 @@ use crate::store::Store;
 impl Store {
     /// Every `interval`, runs [`Store::poll`] on the blocking pool: files
     /// are re-read and reloaded when their contents change, a self-signed
-    /// certificate is rotated when less than [`crate::ROTATE_BEFORE`] of it
+    /// certificate is rotated when at most [`crate::ROTATE_BEFORE`] of it
     /// remains. A failure is logged with `tracing` and the old certificate
     /// kept. The task ends when `cancel` fires.
     ///

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::hash::CertHash;
 use crate::load::Contents;
 
-/// A self-signed certificate is replaced once less than this much of its
+/// A self-signed certificate is replaced once at most this much of its
 /// validity remains, which leaves browsers time to fetch the new hash.
 pub const ROTATE_BEFORE: Duration = Duration::from_secs(2 * 24 * 3600);
 
@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// One maintenance pass as of `now`: reload files that changed, or
-    /// rotate a self-signed certificate with less than [`ROTATE_BEFORE`] left.
+    /// rotate a self-signed certificate with at most [`ROTATE_BEFORE`] left.
     /// `Ok(true)` when a new certificate is now served; on error the old one
     /// stays. File contents already refused are not retried (`Ok(false)`)
     /// until they change again.
@@ -172,7 +172,7 @@ impl Store {
                 }
             }
             (Source::SelfSigned { .. }, Origin::SelfSigned { hash }) => {
-                if !forced && hash.expires_at - now >= ROTATE_BEFORE {
+                if !forced && hash.expires_at - now > ROTATE_BEFORE {
                     return Ok(false);
                 }
                 load(&self.source, &self.provider, now)?
