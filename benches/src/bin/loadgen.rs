@@ -1,0 +1,95 @@
+//! Load generator for the Pantheon gateway, built on `pantheon-client`.
+//!
+//! - `pairs`: N pairs, each in its own room; one side signals the other at
+//!   an aggregate paced rate; reports delivery and one-way relay latency.
+//! - `throughput`: senders push as fast as the gateway relays, each pair
+//!   bounded by an in-flight window; reports delivered signals per second.
+//! - `idle`: N idle sessions (hello + join); reports the server's resident
+//!   memory per session from `/proc/PID/status`.
+//!
+//! Every subcommand prints a one-line summary, or with `--json` one JSON
+//! object. The gateway rate-limits each connection (50/s by default): run it
+//! with `RATE_LIMIT_PER_SEC` and `RATE_LIMIT_BURST` raised (benches/README.md).
+
+// A binary's root looks for modules beside itself: keep them in loadgen/.
+#[path = "loadgen/common.rs"]
+mod common;
+#[path = "loadgen/idle.rs"]
+mod idle;
+#[path = "loadgen/pairs.rs"]
+mod pairs;
+#[path = "loadgen/throughput.rs"]
+mod throughput;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for the Pantheon gateway")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+struct Global {
+    /// The gateway's WebSocket URL.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:3000/ws")]
+    url: String,
+    /// `hello.token` (JWT or shared key) when the gateway has auth on.
+    #[arg(long, global = true, env = "PANTHEON_TOKEN")]
+    token: Option<String>,
+    /// Print one JSON object instead of the one-line summary.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Tokio worker threads (default: the CPUs this process may run on).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Connections opened at once during set-up.
+    #[arg(long, global = true, default_value_t = 128)]
+    connect_concurrency: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Paced signals between pairs: delivery ratio and one-way latency.
+    Pairs(pairs::Args),
+    /// Maximum sustained relay throughput with a bounded in-flight window.
+    Throughput(throughput::Args),
+    /// Server memory per idle session.
+    Idle(idle::Args),
+}
+
+/// Parses seconds given as a decimal number ("0.5", "10").
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::init_clock();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli.global.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.build().context("starting the tokio runtime")?;
+    let report = runtime.block_on(async {
+        match cli.command {
+            Command::Pairs(args) => pairs::run(&cli.global, args).await,
+            Command::Throughput(args) => throughput::run(&cli.global, args).await,
+            Command::Idle(args) => idle::run(&cli.global, args).await,
+        }
+    })?;
+    if cli.global.json {
+        println!("{}", report.json);
+    } else {
+        println!("{}", report.line);
+    }
+    Ok(())
+}
