@@ -53,6 +53,11 @@ pub struct Link {
     pub tx: mpsc::Sender<Outbound>,
     /// Its close switch.
     pub control: Arc<Control>,
+    /// How many delivered messages may wait in `tx`, beyond the `welcome`
+    /// and replay that [`Peer::attach`] queued, before the connection is
+    /// closed as a slow consumer. Well below `RESUME_BUFFER`, it lets a slow
+    /// consumer resume without a gap.
+    pub queue_limit: usize,
 }
 
 #[derive(Debug)]
@@ -61,6 +66,8 @@ struct Attached {
     /// Set once a message could not be queued: nothing more is sent on this
     /// connection, so the client never sees a gap.
     broken: bool,
+    /// The queue length at which the connection is a slow consumer.
+    limit: usize,
 }
 
 #[derive(Debug)]
@@ -143,7 +150,13 @@ impl Peer {
             st.buffer.push_back(line.clone());
         }
         if let Some(a) = st.attached.as_mut().filter(|a| !a.broken) {
-            match a.link.tx.try_send(Outbound::Text(line)) {
+            let queued = a.link.tx.max_capacity() - a.link.tx.capacity();
+            let sent = if queued >= a.limit {
+                Err(TrySendError::Full(Outbound::Text(line)))
+            } else {
+                a.link.tx.try_send(Outbound::Text(line))
+            };
+            match sent {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     a.broken = true;
@@ -175,6 +188,7 @@ impl Peer {
             old.link.control.close(CloseCode::TakenOver);
         }
         let skip = (last_seq + 1 - first_kept) as usize;
+        let limit = link.queue_limit + 1 + (st.buffer.len() - skip);
         let mut broken = link.tx.try_send(Outbound::Text(welcome)).is_err();
         for line in st.buffer.iter().skip(skip) {
             if broken {
@@ -185,7 +199,11 @@ impl Peer {
         if broken {
             link.control.close(CloseCode::SlowConsumer);
         }
-        st.attached = Some(Attached { link, broken });
+        st.attached = Some(Attached {
+            link,
+            broken,
+            limit,
+        });
         st.generation += 1;
         Ok(())
     }
@@ -251,6 +269,7 @@ mod tests {
                 conn,
                 tx,
                 control: Arc::default(),
+                queue_limit: cap,
             },
             rx,
         )
@@ -268,7 +287,8 @@ mod tests {
         let m = Metrics::new("t", "t");
         let p = Peer::new(PeerId::new("p_1").unwrap(), "s".into(), 3);
         let (l, mut rx) = link(1, 16);
-        p.attach(l, Bytes::from_static(b"{\"type\":\"welcome\"}"), 0).unwrap();
+        p.attach(l, Bytes::from_static(b"{\"type\":\"welcome\"}"), 0)
+            .unwrap();
         assert!(text(rx.try_recv().unwrap()).contains("welcome"));
         let body = encode_server(&ServerMessage::Pong { id: None });
         for _ in 0..5 {
@@ -280,9 +300,15 @@ mod tests {
         assert_eq!(p.detach(1), Some(2));
         // Buffer holds 3..=5: resuming from 2 works, from 1 does not.
         let (l, _rx) = link(2, 16);
-        assert_eq!(p.attach(l, Bytes::from_static(b"{}"), 1), Err(ReplayError::Overrun));
+        assert_eq!(
+            p.attach(l, Bytes::from_static(b"{}"), 1),
+            Err(ReplayError::Overrun)
+        );
         let (l, _rx) = link(2, 16);
-        assert_eq!(p.attach(l, Bytes::from_static(b"{}"), 6), Err(ReplayError::Future));
+        assert_eq!(
+            p.attach(l, Bytes::from_static(b"{}"), 6),
+            Err(ReplayError::Future)
+        );
         let (l, mut rx) = link(2, 16);
         p.attach(l, Bytes::from_static(b"{}"), 2).unwrap();
         assert_eq!(text(rx.try_recv().unwrap()), "{}");
@@ -313,6 +339,27 @@ mod tests {
     }
 
     #[test]
+    fn slow_consumer_limit_counts_what_follows_the_replay() {
+        let m = Metrics::new("t", "t");
+        let p = Peer::new(PeerId::new("p_1").unwrap(), "s".into(), 100);
+        let body = encode_server(&ServerMessage::Pong { id: None });
+        for _ in 0..5 {
+            p.deliver(&body, ServerKind::Pong, &m);
+        }
+        // A large channel, a live queue of 2: welcome and 5 replayed
+        // messages fit, then 2 more, and the next one is one too many.
+        let (mut l, _rx) = link(1, 64);
+        l.queue_limit = 2;
+        let control = l.control.clone();
+        p.attach(l, Bytes::from_static(b"{}"), 0).unwrap();
+        p.deliver(&body, ServerKind::Pong, &m);
+        p.deliver(&body, ServerKind::Pong, &m);
+        assert_eq!(control.code(), None);
+        p.deliver(&body, ServerKind::Pong, &m);
+        assert_eq!(control.code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[test]
     fn takeover_closes_the_old_connection() {
         let p = Peer::new(PeerId::new("p_1").unwrap(), "s".into(), 10);
         let (a, _ra) = link(1, 4);
@@ -321,7 +368,11 @@ mod tests {
         let (b, _rb) = link(2, 4);
         p.attach(b, Bytes::from_static(b"{}"), 0).unwrap();
         assert_eq!(ca.code(), Some(CloseCode::TakenOver));
-        assert_eq!(p.detach(1), None, "the old connection no longer owns the session");
+        assert_eq!(
+            p.detach(1),
+            None,
+            "the old connection no longer owns the session"
+        );
         assert!(p.is_attached_to(2));
     }
 

@@ -55,8 +55,11 @@ where
 {
     let gauge = shared.metrics.connections(kind.transport);
     gauge.inc();
-    let cap = shared.config.outbound_queue.max(shared.config.resume_buffer + 1);
-    let (tx, rx) = mpsc::channel(cap);
+    // Room for `welcome` and a full replay on top of the queue proper, so a
+    // resume never fails for want of space; the slow-consumer limit
+    // (`Link::queue_limit`) counts only what is delivered beyond them.
+    let cfg = &shared.config;
+    let (tx, rx) = mpsc::channel(cfg.outbound_queue + cfg.resume_buffer + 1);
     let control = Arc::new(Control::default());
     let writer = tokio::spawn(write_loop(outgoing, rx, control.clone()));
     let limits = shared.config.limits;
@@ -65,6 +68,7 @@ where
             conn: shared.next_conn_id(),
             tx,
             control,
+            queue_limit: shared.config.outbound_queue,
         },
         limiter: Limiter::new(limits.rate_per_sec, limits.rate_burst),
         last_seen: Instant::now(),
@@ -212,22 +216,40 @@ impl Session {
         };
         let ClientMessage {
             id,
-            request: Request::Hello { v, token: _, resume },
+            request:
+                Request::Hello {
+                    v,
+                    token: _,
+                    resume,
+                },
         } = msg
         else {
             self.shared.metrics.received(Some(msg.request.kind()));
-            self.send_raw_error(msg.id, ErrorCode::BadRequest, "the first message must be hello");
+            self.send_raw_error(
+                msg.id,
+                ErrorCode::BadRequest,
+                "the first message must be hello",
+            );
             return Err(self.close(CloseCode::HelloTimeout));
         };
-        self.shared.metrics.received(Some(pantheon_protocol::RequestKind::Hello));
+        self.shared
+            .metrics
+            .received(Some(pantheon_protocol::RequestKind::Hello));
         if v.unwrap_or(VERSION) != VERSION {
-            self.send_raw_error(id, ErrorCode::UnsupportedVersion, "this server speaks protocol version 1");
+            self.send_raw_error(
+                id,
+                ErrorCode::UnsupportedVersion,
+                "this server speaks protocol version 1",
+            );
             return Err(self.close(CloseCode::UnsupportedVersion));
         }
         let shared = Arc::clone(&self.shared);
         let welcome = |peer: &Peer, resumed: bool| shared.welcome(id, peer, resumed);
         let peer = match resume {
-            Some(r) => match shared.hub.resume(&r.session, r.last_seq, self.link.clone(), &welcome) {
+            Some(r) => match shared
+                .hub
+                .resume(&r.session, r.last_seq, self.link.clone(), &welcome)
+            {
                 Ok(peer) => {
                     shared.metrics.resume("resumed");
                     peer
@@ -249,10 +271,16 @@ impl Session {
     fn admit(&mut self, id: Option<u64>) -> Result<(), Option<End>> {
         match self.limiter.check() {
             Verdict::Allow => Ok(()),
-            Verdict::Drop { notify_unidentified } => {
+            Verdict::Drop {
+                notify_unidentified,
+            } => {
                 self.shared.metrics.rate_limited.inc();
                 if id.is_some() || notify_unidentified {
-                    self.error(id, ErrorCode::RateLimited, "rate limit exceeded; message dropped");
+                    self.error(
+                        id,
+                        ErrorCode::RateLimited,
+                        "rate limit exceeded; message dropped",
+                    );
                 }
                 Err(None)
             }
@@ -270,7 +298,11 @@ impl Session {
             self.shared.metrics.received(None);
             return match self.admit(None) {
                 Ok(()) => {
-                    self.error(None, ErrorCode::TooLarge, "message over max_message_bytes; discarded");
+                    self.error(
+                        None,
+                        ErrorCode::TooLarge,
+                        "message over max_message_bytes; discarded",
+                    );
                     None
                 }
                 Err(end) => end,
@@ -296,7 +328,10 @@ impl Session {
         };
         let kind = msg.request.kind();
         self.shared.metrics.received(Some(kind));
-        let is_relay = matches!(msg.request, Request::Signal { .. } | Request::Broadcast { .. });
+        let is_relay = matches!(
+            msg.request,
+            Request::Signal { .. } | Request::Broadcast { .. }
+        );
         if let Err(refusal) = self.dispatch(msg) {
             self.error(id, refusal.code, refusal.message);
         } else if is_relay {
@@ -317,7 +352,9 @@ impl Session {
                 code: ErrorCode::BadRequest,
                 message: "hello was already sent on this connection",
             }),
-            Request::Join { room, meta } => hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id),
+            Request::Join { room, meta } => {
+                hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id)
+            }
             Request::Leave { room } => hub.leave(&peer, room, id),
             Request::Update { room, meta } => hub.update(&peer, room, meta, id),
             Request::Peers { room } => hub.peers(&peer, room, id),
@@ -362,7 +399,9 @@ impl Session {
         let _ = self
             .link
             .tx
-            .try_send(Outbound::Text(encode_server(&ServerMessage::error(id, code, message))));
+            .try_send(Outbound::Text(encode_server(&ServerMessage::error(
+                id, code, message,
+            ))));
     }
 
     /// Closes the connection after what is already queued.
