@@ -51,17 +51,17 @@ impl Upgrade {
         headers: &HeaderMap,
         options: &Options,
     ) -> Result<WebSocketUpgrade, Refused> {
-        if let Some(allowed) = &options.allowed_origins {
-            if let Some(origin) = headers.get(header::ORIGIN) {
-                let ok = origin
-                    .to_str()
-                    .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
-                if !ok {
-                    return Err(Refused {
-                        status: StatusCode::FORBIDDEN,
-                        reason: "origin not allowed",
-                    });
-                }
+        if let (Some(allowed), Some(origin)) =
+            (&options.allowed_origins, headers.get(header::ORIGIN))
+        {
+            let ok = origin
+                .to_str()
+                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            if !ok {
+                return Err(Refused {
+                    status: StatusCode::FORBIDDEN,
+                    reason: "origin not allowed",
+                });
             }
         }
         let offered = ws.requested_protocols().count();
@@ -180,7 +180,9 @@ impl Sink<Outbound> for Outgoing {
                 reason: Utf8Bytes::from_static(code.reason()),
             })),
         };
-        Pin::new(&mut self.inner).start_send(msg).map_err(Into::into)
+        Pin::new(&mut self.inner)
+            .start_send(msg)
+            .map_err(Into::into)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {

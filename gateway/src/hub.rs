@@ -217,7 +217,13 @@ impl Hub {
         self.metrics.peers.set(inner.peers.len() as i64);
     }
 
-    fn leave_room_locked(&self, inner: &mut Inner, room: &RoomName, id: &PeerId, reason: LeaveReason) {
+    fn leave_room_locked(
+        &self,
+        inner: &mut Inner,
+        room: &RoomName,
+        id: &PeerId,
+        reason: LeaveReason,
+    ) {
         let Some(r) = inner.rooms.get_mut(room) else {
             return;
         };
@@ -268,18 +274,24 @@ impl Hub {
         ))?;
         let already = entry.rooms.contains(&room);
         if !already && entry.rooms.len() >= limits.max_rooms {
-            return Err(refuse(ErrorCode::TooManyRooms, "too many rooms for this session"));
+            return Err(refuse(
+                ErrorCode::TooManyRooms,
+                "too many rooms for this session",
+            ));
         }
         let r = inner.rooms.entry(room.clone()).or_default();
         let notice = match r.members.get_mut(&peer.id) {
             Some(m) if m.meta == meta => None,
             Some(m) => {
                 m.meta = meta.clone();
-                Some((ServerKind::PeerUpdated, ServerMessage::PeerUpdated {
-                    room: room.clone(),
-                    peer: peer.id.clone(),
-                    meta,
-                }))
+                Some((
+                    ServerKind::PeerUpdated,
+                    ServerMessage::PeerUpdated {
+                        room: room.clone(),
+                        peer: peer.id.clone(),
+                        meta,
+                    },
+                ))
             }
             None => {
                 if r.members.len() >= limits.max_room_peers {
@@ -288,16 +300,22 @@ impl Hub {
                     }
                     return Err(refuse(ErrorCode::RoomFull, "room is full"));
                 }
-                r.members.insert(peer.id.clone(), Member {
-                    peer: peer.clone(),
-                    meta: meta.clone(),
-                });
+                r.members.insert(
+                    peer.id.clone(),
+                    Member {
+                        peer: peer.clone(),
+                        meta: meta.clone(),
+                    },
+                );
                 entry.rooms.push(room.clone());
-                Some((ServerKind::PeerJoined, ServerMessage::PeerJoined {
-                    room: room.clone(),
-                    peer: peer.id.clone(),
-                    meta,
-                }))
+                Some((
+                    ServerKind::PeerJoined,
+                    ServerMessage::PeerJoined {
+                        room: room.clone(),
+                        peer: peer.id.clone(),
+                        meta,
+                    },
+                ))
             }
         };
         let reply = encode_server(&ServerMessage::Joined {
@@ -326,7 +344,11 @@ impl Hub {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let entry = inner.peers.get_mut(&peer.id).ok_or(NOT_IN_ROOM)?;
-        let pos = entry.rooms.iter().position(|r| *r == room).ok_or(NOT_IN_ROOM)?;
+        let pos = entry
+            .rooms
+            .iter()
+            .position(|r| *r == room)
+            .ok_or(NOT_IN_ROOM)?;
         entry.rooms.swap_remove(pos);
         let reply = encode_server(&ServerMessage::Left {
             id,
@@ -338,14 +360,24 @@ impl Hub {
     }
 
     /// `update`: replaces meta, acks, and tells the others.
-    pub fn update(&self, peer: &Peer, room: RoomName, meta: Meta, id: Option<u64>) -> Result<(), Refusal> {
+    pub fn update(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+        meta: Meta,
+        id: Option<u64>,
+    ) -> Result<(), Refusal> {
         let mut inner = self.lock();
         let r = inner.rooms.get_mut(&room).ok_or(NOT_IN_ROOM)?;
         let me = r.members.get_mut(&peer.id).ok_or(NOT_IN_ROOM)?;
         let changed = me.meta != meta;
         me.meta = meta.clone();
         if let Some(id) = id {
-            peer.deliver(&encode_server(&ServerMessage::Ack { id }), ServerKind::Ack, &self.metrics);
+            peer.deliver(
+                &encode_server(&ServerMessage::Ack { id }),
+                ServerKind::Ack,
+                &self.metrics,
+            );
         }
         if changed {
             let body = encode_server(&ServerMessage::PeerUpdated {
@@ -355,7 +387,8 @@ impl Hub {
             });
             for (mid, m) in &r.members {
                 if *mid != peer.id {
-                    m.peer.deliver(&body, ServerKind::PeerUpdated, &self.metrics);
+                    m.peer
+                        .deliver(&body, ServerKind::PeerUpdated, &self.metrics);
                 }
             }
             let _ = self.bus.publish(&room, &peer.id, &body);
@@ -366,7 +399,11 @@ impl Hub {
     /// `peers`: the other members now.
     pub fn peers(&self, peer: &Peer, room: RoomName, id: Option<u64>) -> Result<(), Refusal> {
         let inner = self.lock();
-        let r = inner.rooms.get(&room).filter(|r| r.members.contains_key(&peer.id)).ok_or(NOT_IN_ROOM)?;
+        let r = inner
+            .rooms
+            .get(&room)
+            .filter(|r| r.members.contains_key(&peer.id))
+            .ok_or(NOT_IN_ROOM)?;
         let reply = encode_server(&ServerMessage::Peers {
             id,
             peers: Self::others(r, &peer.id),
@@ -377,14 +414,24 @@ impl Hub {
     }
 
     /// `signal`: relays `data` to one member of a shared room.
-    pub fn signal(&self, peer: &Peer, room: RoomName, to: PeerId, data: Data) -> Result<(), Refusal> {
+    pub fn signal(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+        to: PeerId,
+        data: Data,
+    ) -> Result<(), Refusal> {
         let body = encode_server(&ServerMessage::Signal {
             room: room.clone(),
             from: peer.id.clone(),
             data,
         });
         let inner = self.lock();
-        let r = inner.rooms.get(&room).filter(|r| r.members.contains_key(&peer.id)).ok_or(NOT_IN_ROOM)?;
+        let r = inner
+            .rooms
+            .get(&room)
+            .filter(|r| r.members.contains_key(&peer.id))
+            .ok_or(NOT_IN_ROOM)?;
         if to == peer.id {
             return Err(refuse(ErrorCode::BadRequest, "cannot signal yourself"));
         }
@@ -395,10 +442,9 @@ impl Hub {
             }
             None => match self.bus.send(&room, &to, &body) {
                 Ok(()) => Ok(()),
-                Err(RouteError::NotFound) => Err(refuse(
-                    ErrorCode::PeerNotFound,
-                    "no such peer in this room",
-                )),
+                Err(RouteError::NotFound) => {
+                    Err(refuse(ErrorCode::PeerNotFound, "no such peer in this room"))
+                }
                 Err(RouteError::Unavailable(_)) => Err(refuse(
                     ErrorCode::Internal,
                     "cross-instance routing is unavailable; retry",
@@ -415,15 +461,22 @@ impl Hub {
             data,
         });
         let inner = self.lock();
-        let r = inner.rooms.get(&room).filter(|r| r.members.contains_key(&peer.id)).ok_or(NOT_IN_ROOM)?;
+        let r = inner
+            .rooms
+            .get(&room)
+            .filter(|r| r.members.contains_key(&peer.id))
+            .ok_or(NOT_IN_ROOM)?;
         for (mid, m) in &r.members {
             if *mid != peer.id {
                 m.peer.deliver(&body, ServerKind::Broadcast, &self.metrics);
             }
         }
-        self.bus
-            .publish(&room, &peer.id, &body)
-            .map_err(|_| refuse(ErrorCode::Internal, "cross-instance routing is unavailable; retry"))
+        self.bus.publish(&room, &peer.id, &body).map_err(|_| {
+            refuse(
+                ErrorCode::Internal,
+                "cross-instance routing is unavailable; retry",
+            )
+        })
     }
 
     /// Every attached or resumable session (for drain).
@@ -434,8 +487,10 @@ impl Hub {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

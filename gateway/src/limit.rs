@@ -75,7 +75,9 @@ impl Limiter {
         if self.gcra.check().is_ok() {
             return Verdict::Allow;
         }
-        let second = Instant::now().saturating_duration_since(self.start).as_secs();
+        let second = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_secs();
         match self.last_violation {
             Some(prev) if prev == second => {}
             Some(prev) if prev + 1 == second => self.streak += 1,

@@ -88,11 +88,19 @@ impl Metrics {
             "Open client connections by transport",
             connections.clone(),
         );
-        for t in [Transport::websocket, Transport::webtransport, Transport::socketio] {
+        for t in [
+            Transport::websocket,
+            Transport::webtransport,
+            Transport::socketio,
+        ] {
             let _ = connections.get_or_create(&TransportLabel { transport: t });
         }
         let rooms = Gauge::default();
-        registry.register("rooms", "Rooms with members on this instance", rooms.clone());
+        registry.register(
+            "rooms",
+            "Rooms with members on this instance",
+            rooms.clone(),
+        );
         let peers = Gauge::default();
         registry.register(
             "peers",
@@ -124,7 +132,11 @@ impl Metrics {
             .collect();
 
         let error_family = Family::<CodeLabel, Counter>::default();
-        registry.register("errors", "Error replies sent, by code", error_family.clone());
+        registry.register(
+            "errors",
+            "Error replies sent, by code",
+            error_family.clone(),
+        );
         let errors = ErrorCode::ALL
             .iter()
             .map(|c| error_family.get_or_create_owned(&CodeLabel { code: c.as_str() }))

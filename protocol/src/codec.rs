@@ -210,7 +210,10 @@ impl ClientEnvelope<'_> {
             RequestKind::Signal => {
                 let room = room(self.room)?;
                 let to = PeerId::new(&required(self.to, "to")?).map_err(|source| {
-                    DecodeError::InvalidField { field: "to", source }
+                    DecodeError::InvalidField {
+                        field: "to",
+                        source,
+                    }
                 })?;
                 Request::Signal {
                     room,
@@ -407,7 +410,9 @@ mod tests {
 
     #[test]
     fn decodes_every_request() {
-        let m = ok(r#"{"type":"hello","v":1,"token":"t","resume":{"session":"s","last_seq":41},"id":0}"#);
+        let m = ok(
+            r#"{"type":"hello","v":1,"token":"t","resume":{"session":"s","last_seq":41},"id":0}"#,
+        );
         assert_eq!(m.id, Some(0));
         assert_eq!(
             m.request,
@@ -420,36 +425,92 @@ mod tests {
                 })
             }
         );
-        assert!(matches!(ok(r#"{"type":"join","room":"r"}"#).request, Request::Join { meta: None, .. }));
-        assert!(matches!(ok(r#"{"type":"join","room":"r","meta":{"a":1}}"#).request, Request::Join { meta: Some(_), .. }));
-        assert!(matches!(ok(r#"{"type":"leave","room":"r"}"#).request, Request::Leave { .. }));
-        let sig = ok(r#"{"type":"signal","room":"r","to":"p_1","data":null,"id":9007199254740991}"#);
+        assert!(matches!(
+            ok(r#"{"type":"join","room":"r"}"#).request,
+            Request::Join { meta: None, .. }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"join","room":"r","meta":{"a":1}}"#).request,
+            Request::Join { meta: Some(_), .. }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"leave","room":"r"}"#).request,
+            Request::Leave { .. }
+        ));
+        let sig =
+            ok(r#"{"type":"signal","room":"r","to":"p_1","data":null,"id":9007199254740991}"#);
         assert_eq!(sig.id, Some(MAX_ID));
         match sig.request {
             Request::Signal { data, .. } => assert_eq!(data.as_str(), "null"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(ok(r#"{"type":"broadcast","room":"r","data":{"x":[1]}}"#).request, Request::Broadcast { .. }));
-        assert!(matches!(ok(r#"{"type":"update","room":"r","meta":{}}"#).request, Request::Update { .. }));
-        assert!(matches!(ok(r#"{"type":"peers","room":"r"}"#).request, Request::Peers { .. }));
-        assert_eq!(ok(r#"{"type":"ping","extra":{"ignored":[1,2,{"deep":true}]}}"#).request, Request::Ping);
+        assert!(matches!(
+            ok(r#"{"type":"broadcast","room":"r","data":{"x":[1]}}"#).request,
+            Request::Broadcast { .. }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"update","room":"r","meta":{}}"#).request,
+            Request::Update { .. }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"peers","room":"r"}"#).request,
+            Request::Peers { .. }
+        ));
+        assert_eq!(
+            ok(r#"{"type":"ping","extra":{"ignored":[1,2,{"deep":true}]}}"#).request,
+            Request::Ping
+        );
     }
 
     #[test]
     fn rejections_echo_the_id_when_they_can() {
-        assert_eq!(err(r#"{"type":"nope","id":7}"#), Rejection { id: Some(7), error: DecodeError::UnknownType("nope".into()) });
+        assert_eq!(
+            err(r#"{"type":"nope","id":7}"#),
+            Rejection {
+                id: Some(7),
+                error: DecodeError::UnknownType("nope".into())
+            }
+        );
         assert_eq!(err(r#"{"id":7}"#).error, DecodeError::MissingType);
-        assert_eq!(err(r#"{"type":"signal","room":"r","to":"p","id":3}"#), Rejection { id: Some(3), error: DecodeError::MissingField("data") });
-        assert_eq!(err(r#"{"type":"join","room":"bad room","id":4}"#).id, Some(4));
+        assert_eq!(
+            err(r#"{"type":"signal","room":"r","to":"p","id":3}"#),
+            Rejection {
+                id: Some(3),
+                error: DecodeError::MissingField("data")
+            }
+        );
+        assert_eq!(
+            err(r#"{"type":"join","room":"bad room","id":4}"#).id,
+            Some(4)
+        );
         assert_eq!(err(r#"{"type":"join","room":5,"id":5}"#).id, Some(5));
-        assert_eq!(err(r#"{"type":"join","room":"a","room":"b","id":6}"#).id, Some(6));
-        assert!(matches!(err(r#"{"type":"join","room":"a","room":"b"}"#).error, DecodeError::Json(_)));
-        assert_eq!(err(r#"{"type":"update","room":"r","meta":[1],"id":8}"#).id, Some(8));
+        assert_eq!(
+            err(r#"{"type":"join","room":"a","room":"b","id":6}"#).id,
+            Some(6)
+        );
+        assert!(matches!(
+            err(r#"{"type":"join","room":"a","room":"b"}"#).error,
+            DecodeError::Json(_)
+        ));
+        assert_eq!(
+            err(r#"{"type":"update","room":"r","meta":[1],"id":8}"#).id,
+            Some(8)
+        );
     }
 
     #[test]
     fn invalid_ids() {
-        for id in ["-1", "1.0", "1e3", "9007199254740992", "\"1\"", "null", "true", "01", "[1]"] {
+        for id in [
+            "-1",
+            "1.0",
+            "1e3",
+            "9007199254740992",
+            "\"1\"",
+            "null",
+            "true",
+            "01",
+            "[1]",
+        ] {
             let r = err(&format!(r#"{{"type":"ping","id":{id}}}"#));
             assert_eq!(r.id, None, "{id}");
             assert_eq!(r.error.code(), ErrorCode::BadRequest);
@@ -458,7 +519,17 @@ mod tests {
 
     #[test]
     fn not_objects() {
-        for s in ["", "   ", "[]", "1", "\"x\"", "null", "{", "{\"type\":\"ping\"", "\u{0}"] {
+        for s in [
+            "",
+            "   ",
+            "[]",
+            "1",
+            "\"x\"",
+            "null",
+            "{",
+            "{\"type\":\"ping\"",
+            "\u{0}",
+        ] {
             assert_eq!(decode_client(s.as_bytes()).unwrap_err().id, None, "{s:?}");
         }
         assert_eq!(err("[1]").error, DecodeError::NotObject);
@@ -467,7 +538,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let deep = format!("{{\"type\":\"join\",\"room\":\"r\",\"meta\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "{{\"type\":\"join\",\"room\":\"r\",\"meta\":{}1{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert!(decode_client(deep.as_bytes()).is_err());
         let deep_obj = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
         assert!(decode_client(deep_obj.as_bytes()).is_err());
@@ -477,7 +552,10 @@ mod tests {
     fn seq_goes_first() {
         let body = encode_server(&ServerMessage::Pong { id: Some(3) });
         assert_eq!(&body[..], br#"{"type":"pong","id":3}"#);
-        assert_eq!(&with_seq(&body, 42)[..], br#"{"seq":42,"type":"pong","id":3}"#);
+        assert_eq!(
+            &with_seq(&body, 42)[..],
+            br#"{"seq":42,"type":"pong","id":3}"#
+        );
         let back = decode_server(&with_seq(&body, 42)).unwrap();
         assert_eq!(back.seq, Some(42));
         assert_eq!(back.message, ServerMessage::Pong { id: Some(3) });

@@ -309,7 +309,10 @@ mod tests {
     #[test]
     fn meta_is_compacted_and_bounded() {
         let raw: Box<RawValue> = serde_json::from_str(r#"{ "a" : 1,  "b": [1, 2] }"#).unwrap();
-        assert_eq!(Meta::from_raw(&raw).unwrap().as_str(), r#"{"a":1,"b":[1,2]}"#);
+        assert_eq!(
+            Meta::from_raw(&raw).unwrap().as_str(),
+            r#"{"a":1,"b":[1,2]}"#
+        );
 
         let not_obj: Box<RawValue> = serde_json::from_str("[1]").unwrap();
         assert_eq!(Meta::from_raw(&not_obj), Err(FieldError::MetaNotObject));
