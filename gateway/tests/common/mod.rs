@@ -382,3 +382,119 @@ pub async fn expect_error(
         other => panic!("expected error {code} with id {id:?}, got {other:?}"),
     }
 }
+
+/// A WebSocket spoken by hand over TCP: it writes only what it is told to
+/// and reads only when asked, so it never answers a ping (tungstenite
+/// answers them whenever its socket is read, and fails reading a closed
+/// connection while flushing that answer).
+#[derive(Debug)]
+pub struct BareSocket {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One frame read by a [`BareSocket`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum BareFrame {
+    /// Text.
+    Text(String),
+    /// Ping.
+    Ping,
+    /// Close, with its code.
+    Close(Option<u16>),
+    /// Any other opcode.
+    Other(u8),
+}
+
+impl BareSocket {
+    /// Upgrades `GET /ws` (no subprotocol offered).
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "EOF during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        Self { stream, buf }
+    }
+
+    /// Sends a text frame (masked with a zero key, as a client must mask).
+    pub async fn send_text(&mut self, text: &str) {
+        let len = text.len();
+        let mut frame = vec![0x81];
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else {
+            assert!(len <= usize::from(u16::MAX));
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(text.as_bytes());
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    async fn fill(&mut self, n: usize) -> bool {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        true
+    }
+
+    /// The next frame; `None` at the end of the connection.
+    pub async fn read_frame(&mut self) -> Option<BareFrame> {
+        if !self.fill(2).await {
+            return None;
+        }
+        let opcode = self.buf[0] & 0x0f;
+        let (len, header) = match self.buf[1] & 0x7f {
+            126 => {
+                if !self.fill(4).await {
+                    return None;
+                }
+                (
+                    usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])),
+                    4,
+                )
+            }
+            127 => {
+                if !self.fill(10).await {
+                    return None;
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (usize::from(n), 2),
+        };
+        if !self.fill(header + len).await {
+            return None;
+        }
+        let payload: Vec<u8> = self.buf.drain(..header + len).skip(header).collect();
+        Some(match opcode {
+            1 => BareFrame::Text(String::from_utf8(payload).expect("UTF-8 text")),
+            8 => BareFrame::Close(
+                (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+            ),
+            9 => BareFrame::Ping,
+            other => BareFrame::Other(other),
+        })
+    }
+}
