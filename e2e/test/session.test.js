@@ -1,0 +1,143 @@
+// Session ends as another browser page sees them (PROTOCOL.md §3): a goodbye
+// is `peer_left` `left` at once; any other loss is `peer_left` `disconnected`
+// only when the grace window has passed; a resume within the window is
+// invisible to the other members.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGateway } from '../lib/gateway.js';
+import { launchBrowser, launchKillableBrowser, servePage, openPage } from '../lib/browser.js';
+import { open, join, signal, waitMsg, received, mark, closeConn, state, freshRoom } from '../lib/client.js';
+
+const GRACE = 2000;
+// How long the gateway may take to notice a vanished peer (QUIC idle timeout
+// and WebSocket silence) in this file's configuration.
+const PING_INTERVAL = 500;
+const PING_TIMEOUT = 1500;
+// Normal close codes: WebSocket 1000, WebTransport 0. Abnormal: anything else.
+const GOODBYE = { ws: 1000, wt: 0 };
+const ABRUPT = { ws: 4000, wt: 1 };
+const NAMES = { ws: 'WebSocket', wt: 'WebTransport' };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+describe('session ends and resume, seen from another page', { concurrency: true }, () => {
+  let gw, browser, site;
+  const pages = [];
+
+  before(async () => {
+    gw = await startGateway({
+      RESUME_GRACE_MS: String(GRACE),
+      PING_INTERVAL_MS: String(PING_INTERVAL),
+      PING_TIMEOUT_MS: String(PING_TIMEOUT),
+    });
+    [browser, site] = await Promise.all([launchBrowser(), servePage()]);
+  });
+
+  after(async () => {
+    await Promise.allSettled(pages.map((p) => p.close()));
+    await Promise.allSettled([browser?.close(), site?.close()]);
+    await gw?.stop();
+  });
+
+  /** A (kind, in `browserA`) and B (kind) in one fresh room. */
+  async function roomOfTwo(kind, label, browserA = browser) {
+    const A = await openPage(browserA, site, `A(${kind})`);
+    const B = await openPage(browser, site, `B(${kind})`);
+    pages.push(A, B);
+    const room = freshRoom(label);
+    const a = await open(A, gw, kind);
+    const b = await open(B, gw, kind);
+    await join(B, room);
+    await join(A, room);
+    await waitMsg(B, { type: 'peer_joined', room, peer: a.peer }, 3000);
+    return { A, B, a, b, room };
+  }
+
+  /** Asserts that B gets `peer_left` `disconnected` for A, not before the grace window. */
+  async function expectDisconnectedAfterGrace(t, B, room, peer, t0, detectMs) {
+    const m = await waitMsg(B, { type: 'peer_left', room, peer }, GRACE + detectMs + 2000);
+    const elapsed = Date.now() - t0;
+    assert.equal(m.reason, 'disconnected', `peer_left reason: ${JSON.stringify(m)}`);
+    assert.ok(elapsed >= GRACE - 50, `peer_left came ${elapsed} ms after the loss, before the ${GRACE} ms grace window ended`);
+    t.diagnostic(`peer_left "disconnected" ${elapsed} ms after the loss (grace ${GRACE} ms)`);
+    return elapsed;
+  }
+
+  for (const kind of ['wt', 'ws']) {
+    const T = NAMES[kind];
+
+    it(`${T}: a goodbye (close code ${GOODBYE[kind]}) gives the other page peer_left "left" at once`, { timeout: 15_000 }, async (t) => {
+      const { A, B, a, room } = await roomOfTwo(kind, `bye-${kind}`);
+      const t0 = Date.now();
+      await closeConn(A, GOODBYE[kind], 'bye');
+      const m = await waitMsg(B, { type: 'peer_left', room, peer: a.peer }, GRACE);
+      const elapsed = Date.now() - t0;
+      assert.equal(m.reason, 'left', `peer_left reason: ${JSON.stringify(m)}`);
+      assert.ok(elapsed < 1000, `peer_left "left" took ${elapsed} ms (grace window is ${GRACE} ms)`);
+      t.diagnostic(`peer_left "left" ${elapsed} ms after the close`);
+      assert.deepEqual((await state(B)).seqProblems, []);
+    });
+
+    it(`${T}: a close with code ${ABRUPT[kind]} gives peer_left "disconnected" only after the grace window`, { timeout: 15_000 }, async (t) => {
+      const { A, B, a, room } = await roomOfTwo(kind, `abrupt-${kind}`);
+      const t0 = Date.now();
+      await closeConn(A, ABRUPT[kind], 'gone');
+      await expectDisconnectedAfterGrace(t, B, room, a.peer, t0, 500);
+    });
+
+    it(`${T}: closing the page gives peer_left "disconnected" only after the grace window`, { timeout: 15_000 }, async (t) => {
+      const { A, B, a, room } = await roomOfTwo(kind, `unload-${kind}`);
+      const t0 = Date.now();
+      await A.page.close();
+      await expectDisconnectedAfterGrace(t, B, room, a.peer, t0, 500);
+    });
+
+    it(`${T}: a killed browser gives peer_left "disconnected" after the keepalive timeout and the grace window`, { timeout: 20_000 }, async (t) => {
+      const other = await launchKillableBrowser();
+      try {
+        const { B, a, room } = await roomOfTwo(kind, `kill-${kind}`, other.browser);
+        const t0 = Date.now();
+        // No goodbye and no close of any kind: the browser's processes are gone.
+        await other.kill();
+        const elapsed = await expectDisconnectedAfterGrace(t, B, room, a.peer, t0, PING_TIMEOUT + 1000);
+        assert.ok(elapsed <= PING_TIMEOUT + GRACE + 1500, `peer_left took ${elapsed} ms`);
+      } finally {
+        await other.close();
+      }
+    });
+  }
+
+  for (const [from, to] of [['wt', 'wt'], ['ws', 'ws'], ['wt', 'ws'], ['ws', 'wt']]) {
+    it(`resume ${NAMES[from]} -> ${NAMES[to]} within the grace window: same peer, missed signal replayed, no peer_left`, { timeout: 15_000 }, async (t) => {
+      const { A, B, a, b, room } = await roomOfTwo(from, `resume-${from}-${to}`);
+      // Something for A to have seen, so last_seq is not 0.
+      await signal(B, room, a.peer, { n: 0 });
+      await waitMsg(A, { type: 'signal', room, from: b.peer }, 3000);
+      const before = await state(A);
+      const seenByB = await mark(B);
+      const t0 = Date.now();
+      await closeConn(A, ABRUPT[from], 'dropped');
+      await A.page.evaluate(() => pantheon.conns.main.waitClosed(3000));
+      // Sent while A is away: the gateway keeps it for A (A is a resuming member).
+      await signal(B, room, a.peer, { n: 1 });
+      const resumed = await open(A, gw, to, { key: 'resumed', resume: { session: a.session, last_seq: before.lastSeq } });
+      assert.ok(Date.now() - t0 < GRACE, 'resumed within the grace window');
+      assert.equal(resumed.resumed, true, 'welcome.resumed');
+      assert.equal(resumed.peer, a.peer, 'same peer after resume');
+      const missed = await waitMsg(A, { type: 'signal', room, from: b.peer }, 3000, { key: 'resumed' });
+      assert.deepEqual(missed.data, { n: 1 }, 'the signal sent during the drop is delivered');
+      assert.equal(missed.seq, before.lastSeq + 1, 'replay continues the seq');
+      // New traffic both ways after the resume.
+      await signal(B, room, a.peer, { n: 2 });
+      assert.deepEqual((await waitMsg(A, { type: 'signal', room, from: b.peer }, 3000, { key: 'resumed' })).data, { n: 2 });
+      await signal(A, room, b.peer, { back: true }, { key: 'resumed' });
+      await waitMsg(B, { type: 'signal', room, from: a.peer, data: { back: true } }, 3000);
+      // Past the end of the grace window: B never saw A leave or come back.
+      await sleep(Math.max(0, t0 + GRACE + 700 - Date.now()));
+      const since = { since: seenByB };
+      assert.deepEqual(await received(B, { peer: a.peer, type: 'peer_left' }, since), [], 'no peer_left for a resumed peer');
+      assert.deepEqual(await received(B, { peer: a.peer, type: 'peer_joined' }, since), [], 'no peer_joined for a resumed peer');
+      assert.deepEqual((await state(A, { key: 'resumed' })).seqProblems, []);
+      assert.deepEqual((await state(B)).seqProblems, []);
+    });
+  }
+});
