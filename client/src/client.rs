@@ -26,6 +26,15 @@ use tokio::task::JoinHandle;
 /// [`Client::handle`] that another task can own. Events are read with
 /// [`Client::next_event`].
 ///
+/// Everything the server sends is read in order by one task. When the
+/// event buffer (`Options::event_buffer`) is full, that task stops reading
+/// until the application takes an event, so replies and the close frame
+/// queued behind the unread events wait too: a request awaited while nobody
+/// reads events can wait forever, and [`Handle::closed`] does not see the
+/// end until the events before it are read. This is the backpressure a real
+/// slow client exerts (the server closes it with 4009); read events from a
+/// task of their own, or size the buffer, when the application needs both.
+///
 /// Dropping the client drops the connection without a close frame, like
 /// [`Client::abort`]: the server keeps the session for its resume grace
 /// window. Call [`Client::close`] to end the session.
