@@ -9,6 +9,7 @@ use clap::Parser;
 use pantheon_protocol::Limits;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -26,6 +27,18 @@ pub struct Args {
     /// TCP port for HTTP and WebSocket.
     #[arg(long, env = "PORT", default_value = "3000")]
     pub port: String,
+    /// UDP port for WebTransport (HTTP/3 over QUIC); default: the same number
+    /// as PORT.
+    #[arg(long, env = "WT_PORT")]
+    pub wt_port: Option<String>,
+    /// PEM certificate chain for WebTransport (with TLS_KEY). Without both, a
+    /// self-signed development certificate is generated and rotated, and its
+    /// hash is served at /webtransport/cert-hash.
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for TLS_CERT.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<String>,
     /// This instance's id (default: the host name).
     #[arg(long, env = "SERVER_ID")]
     pub server_id: Option<String>,
@@ -99,6 +112,11 @@ pub struct Config {
     pub host: IpAddr,
     /// TCP port (0 picks a free one).
     pub port: u16,
+    /// UDP port for WebTransport (0 picks a free one).
+    pub wt_port: u16,
+    /// Certificate and key files; `None`: a self-signed development
+    /// certificate.
+    pub tls: Option<TlsFiles>,
     /// Instance id.
     pub server_id: String,
     /// Region.
@@ -127,6 +145,29 @@ pub struct Config {
     pub allowed_origins: Option<Vec<String>>,
     /// Log format.
     pub log_format: LogFormat,
+}
+
+/// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// Where the TLS certificate comes from: the files, or a self-signed
+    /// development certificate for localhost, 127.0.0.1 and ::1.
+    pub fn cert_source(&self) -> pantheon_certs::Source {
+        match &self.tls {
+            Some(files) => pantheon_certs::Source::Files {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            },
+            None => pantheon_certs::Source::self_signed_local(),
+        }
+    }
 }
 
 /// Every problem found in the configuration.
@@ -186,6 +227,13 @@ impl Checker {
 
 const HOUR_MS: u64 = 3_600_000;
 
+fn non_empty(value: Option<String>) -> Option<PathBuf> {
+    value
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 impl Config {
     /// Parses the process's flags and environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -212,10 +260,34 @@ impl Config {
             IpAddr::from([0, 0, 0, 0])
         });
         let port = c.number::<u16>("PORT", &a.port, 0, u16::MAX);
+        let wt_port = match &a.wt_port {
+            Some(p) => c.number::<u16>("WT_PORT", p, 0, u16::MAX),
+            None => port,
+        };
+        let tls = match (non_empty(a.tls_cert), non_empty(a.tls_key)) {
+            (None, None) => None,
+            (Some(_), None) => {
+                c.problem("TLS_KEY: must be set with TLS_CERT".into());
+                None
+            }
+            (None, Some(_)) => {
+                c.problem("TLS_CERT: must be set with TLS_KEY".into());
+                None
+            }
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("TLS_CERT", &cert), ("TLS_KEY", &key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        c.problem(format!("{name}: {}: {e}", path.display()));
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+        };
         let server_id = a
             .server_id
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-        if server_id.is_empty() || server_id.len() > 128 || server_id.chars().any(char::is_control) {
+        if server_id.is_empty() || server_id.len() > 128 || server_id.chars().any(char::is_control)
+        {
             c.problem(format!(
                 "SERVER_ID: {server_id:?} must be 1-128 characters without control characters"
             ));
@@ -248,8 +320,12 @@ impl Config {
             ));
         }
         let drain_timeout = c.millis("DRAIN_TIMEOUT_MS", &a.drain_timeout_ms, 0, HOUR_MS);
-        let http_header_timeout =
-            c.millis("HTTP_HEADER_TIMEOUT_MS", &a.http_header_timeout_ms, 1, HOUR_MS);
+        let http_header_timeout = c.millis(
+            "HTTP_HEADER_TIMEOUT_MS",
+            &a.http_header_timeout_ms,
+            1,
+            HOUR_MS,
+        );
         let allowed_origins = a.allowed_origins.and_then(|list| {
             let origins: Vec<String> = list
                 .split(',')
@@ -281,6 +357,8 @@ impl Config {
         Ok(Self {
             host,
             port,
+            wt_port,
+            tls,
             server_id,
             region,
             limits,
@@ -320,6 +398,9 @@ fn defaults_only(a: Args) -> Args {
     Args {
         host: a.host,
         port: a.port,
+        wt_port: None,
+        tls_cert: None,
+        tls_key: None,
         server_id: a.server_id,
         server_region: d("local"),
         max_message_bytes: d("65536"),
@@ -395,8 +476,42 @@ mod tests {
     }
 
     #[test]
+    fn wt_port_defaults_to_port() {
+        let c = parse(&["--port", "4000"]).unwrap();
+        assert_eq!(c.wt_port, 4000);
+        let c = parse(&["--port", "4000", "--wt-port", "4443"]).unwrap();
+        assert_eq!(c.wt_port, 4443);
+    }
+
+    #[test]
+    fn tls_files_must_come_in_pairs_and_be_readable() {
+        let err = parse(&["--tls-cert", "/nonexistent/cert.pem"]).unwrap_err();
+        assert!(err.to_string().contains("TLS_KEY: must be set"), "{err}");
+        let err = parse(&[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(
+            err.problems[0].starts_with("TLS_CERT: /nonexistent/cert.pem"),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].starts_with("TLS_KEY: /nonexistent/key.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn origins_are_split_and_trimmed() {
-        let c = parse(&["--allowed-origins", " https://a.example/, http://b.example:8080 "]).unwrap();
+        let c = parse(&[
+            "--allowed-origins",
+            " https://a.example/, http://b.example:8080 ",
+        ])
+        .unwrap();
         assert_eq!(
             c.allowed_origins.unwrap(),
             vec!["https://a.example", "http://b.example:8080"]

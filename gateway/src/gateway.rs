@@ -6,6 +6,8 @@ use crate::config::Config;
 use crate::http;
 use crate::hub::{Hub, Settings};
 use crate::metrics::Metrics;
+use crate::webtransport;
+use pantheon_certs::Store;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +37,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// When this instance started.
     pub started: Instant,
+    /// The TLS certificate WebTransport presents, when it is served.
+    pub certs: Option<Arc<Store>>,
     draining: AtomicBool,
     conn_ids: AtomicU64,
 }
@@ -65,20 +69,70 @@ impl Shared {
     }
 }
 
+/// How often the certificate files are checked for changes (and a
+/// self-signed certificate for its expiry).
+const CERT_CHECK: Duration = Duration::from_secs(10);
+
 /// A Pantheon gateway instance.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    webtransport: Option<webtransport::Listener>,
+}
+
+/// Assembles a [`Gateway`] from its optional parts.
+#[derive(Debug)]
+pub struct Builder {
+    config: Config,
+    bus: Arc<dyn Bus>,
+    webtransport: Option<(Arc<Store>, webtransport::Listener)>,
+}
+
+impl Builder {
+    /// Routes through `bus` instead of the in-memory one.
+    pub fn bus(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Serves WebTransport on `listener` (bound with `certs`), keeps the
+    /// certificate current, and publishes its hash at
+    /// `/webtransport/cert-hash` while it is self-signed.
+    pub fn webtransport(mut self, certs: Arc<Store>, listener: webtransport::Listener) -> Self {
+        self.webtransport = Some((certs, listener));
+        self
+    }
+
+    /// The gateway.
+    pub fn build(self) -> Gateway {
+        let (certs, listener) = self.webtransport.unzip();
+        let mut gateway = Gateway::assemble(self.config, self.bus, certs);
+        gateway.webtransport = listener;
+        gateway
+    }
 }
 
 impl Gateway {
-    /// A standalone gateway (in-memory bus).
+    /// A standalone gateway (in-memory bus) serving HTTP and WebSocket.
     pub fn new(config: Config) -> Self {
-        Self::with_bus(config, Arc::new(Standalone))
+        Self::builder(config).build()
     }
 
     /// A gateway routing through `bus`.
     pub fn with_bus(config: Config, bus: Arc<dyn Bus>) -> Self {
+        Self::builder(config).bus(bus).build()
+    }
+
+    /// A gateway with optional parts (bus, WebTransport).
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            bus: Arc::new(Standalone),
+            webtransport: None,
+        }
+    }
+
+    fn assemble(config: Config, bus: Arc<dyn Bus>, certs: Option<Arc<Store>>) -> Self {
         let metrics = Arc::new(Metrics::new(&config.server_id, &config.region));
         let hub = Arc::new(Hub::new(
             Settings {
@@ -99,9 +153,11 @@ impl Gateway {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
+                certs,
                 draining: AtomicBool::new(false),
                 conn_ids: AtomicU64::new(1),
             }),
+            webtransport: None,
         }
     }
 
@@ -110,14 +166,38 @@ impl Gateway {
         &self.shared
     }
 
-    /// Serves HTTP and WebSocket on `listener` until `shutdown` resolves, then
-    /// drains: `/ready` turns 503, sessions get `reconnect`, and the process
-    /// returns once they have left or `DRAIN_TIMEOUT_MS` has passed (remaining
-    /// connections are closed with 1001).
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let shared = self.shared;
+    /// Serves HTTP and WebSocket on `listener` (and WebTransport, when built
+    /// with it) until `shutdown` resolves, then drains: `/ready` turns 503,
+    /// sessions get `reconnect`, and the process returns once they have left
+    /// or `DRAIN_TIMEOUT_MS` has passed (remaining connections are closed
+    /// with 1001).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let Self {
+            shared,
+            webtransport,
+        } = self;
         let stop_accepting = CancellationToken::new();
-        let server = tokio::spawn(http::serve(listener, shared.clone(), stop_accepting.clone()));
+        let server = tokio::spawn(http::serve(
+            listener,
+            shared.clone(),
+            stop_accepting.clone(),
+        ));
+        let wt = webtransport.map(|listener| {
+            tokio::spawn(webtransport::serve(
+                listener,
+                shared.clone(),
+                stop_accepting.clone(),
+            ))
+        });
+        if let Some(certs) = &shared.certs {
+            certs
+                .clone()
+                .spawn_maintenance(CERT_CHECK, stop_accepting.clone());
+        }
         shutdown.await;
 
         tracing::info!(
@@ -132,12 +212,19 @@ impl Gateway {
         }
         let left = open_connections(&shared);
         if left > 0 {
-            tracing::info!(connections = left, "drain timeout: closing remaining connections");
+            tracing::info!(
+                connections = left,
+                "drain timeout: closing remaining connections"
+            );
         }
         shared.shutdown.cancel();
         stop_accepting.cancel();
         shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), shared.tasks.wait()).await;
+        if let Some(wt) = wt {
+            // Lets the last WebTransport close capsules go out.
+            let _ = tokio::time::timeout(Duration::from_secs(3), wt).await;
+        }
         server.abort();
         tracing::info!("stopped");
         Ok(())

@@ -1,6 +1,7 @@
-//! HTTP on `PORT`: `/health`, `/ready`, `/metrics` and the WebSocket upgrade
-//! at `/ws`, served by hyper with a header-read timeout so a slow or silent
-//! client cannot hold a connection open before its request has arrived.
+//! HTTP on `PORT`: `/health`, `/ready`, `/metrics`, the WebSocket upgrade
+//! at `/ws` and `/webtransport/cert-hash`, served by hyper with a header-read
+//! timeout so a slow or silent client cannot hold a connection open before
+//! its request has arrived.
 
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -39,6 +40,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
+        .route("/webtransport/cert-hash", get(cert_hash))
         .layer(cors)
         .with_state(shared)
 }
@@ -116,6 +118,21 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.encode(),
     )
         .into_response()
+}
+
+/// The SHA-256 of the self-signed WebTransport certificate, for
+/// `serverCertificateHashes` (PROTOCOL.md §8); 404 with a certificate from
+/// files or without WebTransport.
+async fn cert_hash(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.certs.as_ref().and_then(|c| c.current_hash()) {
+        // Rotation replaces it: never cache past the certificate's life.
+        Some(hash) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(hash)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no self-signed WebTransport certificate",
+        )
+            .into_response(),
+    }
 }
 
 async fn websocket(

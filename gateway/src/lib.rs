@@ -3,7 +3,10 @@
 //! - [`config`]: every setting, from flags and environment, validated at
 //!   start-up ([`Config`]).
 //! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
-//! - [`http`]: `/health`, `/ready`, `/metrics`, and the WebSocket upgrade.
+//! - [`http`]: `/health`, `/ready`, `/metrics`, `/webtransport/cert-hash`,
+//!   and the WebSocket upgrade.
+//! - [`webtransport`]: the QUIC listener ([`webtransport::Listener`]) that
+//!   feeds WebTransport sessions to the same session loop.
 //! - [`session`]: the one session loop every transport feeds.
 //! - [`hub`]: this instance's rooms and sessions and the membership rules.
 //! - [`peer`]: one session's `seq`, replay buffer and attached connection.
@@ -22,6 +25,7 @@ pub mod metrics;
 pub mod peer;
 pub mod session;
 pub mod telemetry;
+pub mod webtransport;
 
 pub use config::Config;
 pub use gateway::Gateway;

@@ -2,9 +2,11 @@
 //! SIGTERM/SIGINT, drain.
 
 use anyhow::Context;
+use pantheon_certs::Store;
 use pantheon_gateway::config::{Config, EXIT_CONFIG};
-use pantheon_gateway::{Gateway, telemetry};
+use pantheon_gateway::{Gateway, telemetry, webtransport};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -28,18 +30,45 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
+    let certs = match Store::new(config.cert_source()) {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            eprintln!("pantheon: invalid configuration:\n  TLS_CERT/TLS_KEY: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    let wt_addr = SocketAddr::new(config.host, config.wt_port);
+    let wt = webtransport::Listener::bind(wt_addr, &certs, &config)
+        .with_context(|| format!("binding UDP {wt_addr} for WebTransport"))?;
+    let wt_local = wt.local_addr()?;
     tracing::info!(
         server = %config.server_id,
         region = %config.region,
-        "pantheon listening on http://{local} (WebSocket: ws://localhost:{}/ws)",
-        local.port()
+        "pantheon listening on http://{local} (WebSocket: ws://localhost:{}/ws; WebTransport: https://localhost:{}{})",
+        local.port(),
+        wt_local.port(),
+        webtransport::PATH,
     );
-    Gateway::new(config).run(listener, shutdown_signal()).await?;
+    match certs.current_hash() {
+        Some(hash) => tracing::info!(
+            algorithm = hash.algorithm,
+            value = %hash.value,
+            expires_at = %hash.expires_at,
+            "self-signed WebTransport certificate; its hash is served at http://localhost:{}/webtransport/cert-hash",
+            local.port()
+        ),
+        None => tracing::info!("WebTransport certificate from TLS_CERT/TLS_KEY"),
+    }
+    Gateway::builder(config)
+        .webtransport(certs, wt)
+        .build()
+        .run(listener, shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -1,0 +1,313 @@
+//! WebTransport (HTTP/3 over QUIC) on UDP `WT_PORT`, path `/wt`.
+//!
+//! quinn and web-transport-quinn live only here (see
+//! docs/webtransport-crate-choice.md for why that crate). [`Listener::bind`]
+//! builds the QUIC endpoint: TLS from the `pantheon-certs` store with ALPN
+//! `h3`, a transport sized for signaling ([`transport`]). [`serve`] accepts
+//! sessions, vets each extended CONNECT (path, `?v=`, `Origin`, drain,
+//! `MAX_CONNECTIONS`), and hands the session's control stream — as the same
+//! `Stream<Inbound>` + `Sink<Outbound>` seam WebSocket uses — to the one
+//! session loop (module `control`).
+//!
+//! Refusals answer the CONNECT with an HTTP status: 404 for another path, 400
+//! for a `v` query parameter other than `1`, 403 for an `Origin` outside
+//! `ALLOWED_ORIGINS`, 503 while draining. Over `MAX_CONNECTIONS` the QUIC
+//! connection itself is refused, before its handshake.
+
+mod control;
+
+use crate::config::Config;
+use crate::gateway::Shared;
+use crate::metrics::Transport;
+use crate::session::{self, TransportKind};
+use pantheon_certs::Store;
+use quinn::crypto::rustls::QuicServerConfig;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use web_transport_quinn::http::{HeaderMap, StatusCode, header};
+use web_transport_quinn::proto::ConnectRequest;
+
+/// The path sessions open.
+pub const PATH: &str = "/wt";
+
+/// Most concurrent bidirectional streams a client may open: the CONNECT
+/// stream, the control stream, and two more so that extra streams are
+/// refused one by one instead of stalling the client.
+const MAX_BIDI_STREAMS: u32 = 4;
+/// Most concurrent unidirectional streams: HTTP/3 control, QPACK encoder and
+/// decoder, and two more to refuse.
+const MAX_UNI_STREAMS: u32 = 5;
+/// Datagrams are not part of protocol v1, but HTTP/3 datagram support must be
+/// negotiated for browsers to open a session (RFC 9297 §2.1.1), so quinn
+/// needs a receive buffer; incoming datagrams are read and dropped.
+const DATAGRAM_BUFFER: usize = 2048;
+
+/// A bound WebTransport endpoint, not yet serving.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    endpoint: quinn::Endpoint,
+}
+
+impl Listener {
+    /// Binds UDP `addr` (`[::]` is dual-stack, like the TCP listener), with
+    /// TLS from `certs` and the transport limits derived from `config`.
+    /// Must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr, certs: &Arc<Store>, config: &Config) -> io::Result<Self> {
+        let tls = certs.server_config(&[web_transport_quinn::ALPN.as_bytes()]);
+        let crypto = QuicServerConfig::try_from(Arc::new(tls)).map_err(io::Error::other)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport(config)));
+        let socket = udp_socket(addr)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| io::Error::other("WebTransport needs a tokio runtime"))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )?;
+        Ok(Self { endpoint })
+    }
+
+    /// The bound address (the port, when 0 was asked for).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `localhost` makes browsers try ::1 first; serve IPv4 on the same
+        // socket whatever the system default.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// QUIC transport settings for signaling: small flow-control windows (a
+/// client cannot make the gateway buffer more than about one message per
+/// stream), few streams, keep-alive and idle timeout from the PING settings.
+pub fn transport(config: &Config) -> quinn::TransportConfig {
+    let stream_window = config.limits.max_message_bytes.max(16 * 1024) as u32;
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(stream_window.into())
+        // The control stream plus the HTTP/3 streams; refused streams are
+        // stopped at once and hold no credit.
+        .receive_window((2 * stream_window + 16 * 1024).into())
+        .send_window(4 * u64::from(stream_window))
+        .max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER)
+        .max_idle_timeout(quinn::IdleTimeout::try_from(config.ping_timeout).ok())
+        .keep_alive_interval(Some(config.ping_interval));
+    t
+}
+
+/// Accepts WebTransport sessions until `stop` is cancelled, then refuses new
+/// connections and waits (boundedly) for the sessions' close frames to go
+/// out.
+pub async fn serve(listener: Listener, shared: Arc<Shared>, stop: CancellationToken) {
+    let endpoint = listener.endpoint;
+    loop {
+        let incoming = tokio::select! {
+            () = stop.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            shared.metrics.refused("max_connections");
+            incoming.refuse();
+            continue;
+        };
+        let s = shared.clone();
+        shared.tasks.spawn(admit(incoming, s, permit));
+    }
+    endpoint.set_server_config(None);
+    shared.tasks.wait().await;
+    // Sessions close with a capsule and wait for the client's answer; let
+    // that finish before the process exits.
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+/// Why a CONNECT is refused.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal {
+    status: StatusCode,
+    /// The metrics label.
+    reason: &'static str,
+}
+
+/// Completes the QUIC and HTTP/3 handshakes, vets the CONNECT, and serves the
+/// session. Holds `permit` for as long as the connection lives.
+async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+    let limit = shared.config.http_header_timeout;
+    let handshake = async {
+        let conn = incoming.await.map_err(|e| e.to_string())?;
+        web_transport_quinn::Request::accept(conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let request = match tokio::time::timeout(limit, handshake).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "WebTransport handshake failed");
+            shared.metrics.refused("handshake");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            return;
+        }
+    };
+    if let Err(refusal) = vet(&request, &shared) {
+        shared.metrics.refused(refusal.reason);
+        let conn = request.conn().clone();
+        let _ = tokio::time::timeout(limit, request.reject(refusal.status)).await;
+        // The client closes once it has the answer; closing first could
+        // discard the answer.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+        conn.close(0u32.into(), refusal.reason.as_bytes());
+        return;
+    }
+    let session = match tokio::time::timeout(limit, request.ok()).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "WebTransport CONNECT response failed");
+            shared.metrics.refused("handshake");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.refused("handshake_timeout");
+            return;
+        }
+    };
+    let max_line = shared.config.limits.max_frame_bytes();
+    let (incoming, outgoing) = control::split(session, max_line, shared.tasks.clone());
+    let kind = TransportKind {
+        transport: Transport::webtransport,
+        keepalive: false,
+    };
+    session::serve(shared, incoming, outgoing, kind).await;
+    drop(permit);
+}
+
+fn vet(request: &ConnectRequest, shared: &Shared) -> Result<(), Refusal> {
+    check(
+        request.url.path(),
+        request.url.query(),
+        &request.headers,
+        shared.config.allowed_origins.as_deref(),
+        shared.is_draining(),
+    )
+}
+
+fn check(
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    allowed_origins: Option<&[String]>,
+    draining: bool,
+) -> Result<(), Refusal> {
+    if path != PATH {
+        return Err(Refusal {
+            status: StatusCode::NOT_FOUND,
+            reason: "not_found",
+        });
+    }
+    let mut pairs = query
+        .unwrap_or("")
+        .split('&')
+        .map(|p| p.split_once('=').unwrap_or((p, "")));
+    if pairs.any(|(k, v)| k == "v" && v != "1") {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "version",
+        });
+    }
+    // As for WebSocket: a request without `Origin` is not from a browser and
+    // is admitted.
+    if let (Some(allowed), Some(origin)) = (allowed_origins, headers.get(header::ORIGIN)) {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        if !ok {
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                reason: "origin",
+            });
+        }
+    }
+    if draining {
+        return Err(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "draining",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use web_transport_quinn::http::HeaderValue;
+
+    fn vet_url(
+        path_and_query: &str,
+        origin: Option<&str>,
+        allowed: Option<&[String]>,
+        draining: bool,
+    ) -> Result<(), StatusCode> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(o) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        check(path, query, &headers, allowed, draining).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn path_version_origin_and_drain() {
+        let allowed = ["https://app.example".to_owned()];
+        let allowed = Some(&allowed[..]);
+        assert_eq!(vet_url("/wt", None, None, false), Ok(()));
+        assert_eq!(vet_url("/wt?v=1", Some("https://x"), None, false), Ok(()));
+        assert_eq!(
+            vet_url("/ws", None, None, false),
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            vet_url("/wt/", None, None, false),
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            vet_url("/wt?v=2", None, None, false),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            vet_url("/wt?a=b&v=1", Some("https://APP.example"), allowed, false),
+            Ok(())
+        );
+        assert_eq!(
+            vet_url("/wt", Some("https://evil.example"), allowed, false),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(vet_url("/wt", None, allowed, false), Ok(()));
+        assert_eq!(
+            vet_url("/wt", None, None, true),
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        );
+    }
+}
