@@ -67,6 +67,37 @@ async fn close_1001_starts_the_grace_window() {
 }
 
 #[tokio::test]
+async fn close_without_a_status_code_is_a_goodbye_too() {
+    // Ambiguity: PROTOCOL.md names code 1000 as the goodbye. A browser's
+    // plain `ws.close()` sends a close frame without a status (seen as 1005);
+    // the sensible reading is that it is a goodbye as well.
+    let gw = TestGateway::with(|c| c.resume_grace = Duration::from_secs(30)).await;
+    let mut a = gw.client().await;
+    a.join("r", None).await.unwrap();
+    let mut ws = BareSocket::connect(gw.addr).await;
+    ws.send_text(r#"{"type":"hello","v":1}"#).await;
+    ws.send_text(r#"{"type":"join","room":"r"}"#).await;
+    let peer = match next(&mut a).await {
+        ServerMessage::PeerJoined { peer, .. } => peer,
+        other => panic!("{other:?}"),
+    };
+    ws.send_close(None).await;
+    assert_eq!(expect_peer_left(&mut a, "r", &peer).await, "left");
+}
+
+#[tokio::test]
+async fn close_with_another_code_starts_the_grace_window() {
+    let gw = TestGateway::with(|c| c.resume_grace = Duration::from_secs(30)).await;
+    let (mut a, mut b) = pair(&gw, "r").await;
+    within(WAIT, "close", b.close_with(4000, "app reason"))
+        .await
+        .unwrap();
+    assert_nothing_pending(&mut a).await;
+    let b2 = gw.client_with(resume_of(&b)).await;
+    assert!(b2.welcome().resumed);
+}
+
+#[tokio::test]
 async fn a_client_that_answers_pings_stays() {
     let gw = TestGateway::with(|c| {
         c.ping_interval = Duration::from_millis(50);

@@ -152,8 +152,13 @@ async fn ten_seconds_over_the_limit_closes_with_4008() {
     let (code, seen) = until_closed(&mut c, Duration::from_secs(15)).await;
     let elapsed = start.elapsed();
     assert_eq!(code, Some(4008), "after {elapsed:?}");
+    // Ambiguity: "each of 10 consecutive seconds" is read as whole seconds
+    // counted from when the connection opened (as the gateway's limiter
+    // does), so a flood that starts just before a second boundary is closed
+    // after 8 s and a bit: it was over the limit in 10 consecutive seconds,
+    // the first and last of them only partly.
     assert!(
-        elapsed >= Duration::from_secs(9),
+        elapsed > Duration::from_secs(8),
         "closed after only {elapsed:?}"
     );
     let errors = seen

@@ -295,6 +295,22 @@ async fn update_acks_and_tells_the_others() {
 }
 
 #[tokio::test]
+async fn update_with_the_same_meta_is_acked_but_not_announced() {
+    // Ambiguity: §4 says others get `peer_updated` on `update`; read, as for
+    // an idempotent `join`, as "when the meta changes": an update that
+    // changes nothing is acknowledged and tells nobody.
+    let gw = TestGateway::start().await;
+    let (mut a, b) = pair(&gw, "r").await;
+    b.update("r", json!({"v": 1})).await.unwrap();
+    assert!(matches!(
+        next(&mut a).await,
+        ServerMessage::PeerUpdated { .. }
+    ));
+    b.update("r", json!({"v": 1})).await.expect("acked");
+    fence(&b, &mut a, "r").await;
+}
+
+#[tokio::test]
 async fn peers_lists_the_other_members_now() {
     let gw = TestGateway::start().await;
     let (mut a, b) = pair(&gw, "r").await;

@@ -447,6 +447,16 @@ impl BareSocket {
         self.stream.write_all(&frame).await.unwrap();
     }
 
+    /// Sends a close frame, with a status code or (as a browser's plain
+    /// `WebSocket.close()` does) without one.
+    pub async fn send_close(&mut self, code: Option<u16>) {
+        let payload = code.map(u16::to_be_bytes);
+        let payload: &[u8] = payload.as_ref().map_or(&[], |p| p);
+        let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
     async fn fill(&mut self, n: usize) -> bool {
         while self.buf.len() < n {
             let mut chunk = [0u8; 4096];
