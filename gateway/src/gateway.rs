@@ -1,6 +1,7 @@
 //! The service as a whole: shared state, the listener loop, and graceful
 //! shutdown (drain).
 
+use crate::bus::redis::{Redis, Settings as RedisSettings};
 use crate::bus::{Bus, Health, Standalone};
 use crate::config::Config;
 use crate::http;
@@ -78,20 +79,22 @@ const CERT_CHECK: Duration = Duration::from_secs(10);
 pub struct Gateway {
     shared: Arc<Shared>,
     webtransport: Option<webtransport::Listener>,
+    /// Stops the bus's background tasks once the drain is over.
+    bus_stop: CancellationToken,
 }
 
 /// Assembles a [`Gateway`] from its optional parts.
 #[derive(Debug)]
 pub struct Builder {
     config: Config,
-    bus: Arc<dyn Bus>,
+    bus: Option<Arc<dyn Bus>>,
     webtransport: Option<(Arc<Store>, webtransport::Listener)>,
 }
 
 impl Builder {
     /// Routes through `bus` instead of the in-memory one.
     pub fn bus(mut self, bus: Arc<dyn Bus>) -> Self {
-        self.bus = bus;
+        self.bus = Some(bus);
         self
     }
 
@@ -127,13 +130,42 @@ impl Gateway {
     pub fn builder(config: Config) -> Builder {
         Builder {
             config,
-            bus: Arc::new(Standalone),
+            bus: None,
             webtransport: None,
         }
     }
 
-    fn assemble(config: Config, bus: Arc<dyn Bus>, certs: Option<Arc<Store>>) -> Self {
+    /// Puts the parts together. Without an explicit bus, Redis is used when
+    /// configured; the bus's events are applied to the hub by a pump task.
+    fn assemble(config: Config, bus: Option<Arc<dyn Bus>>, certs: Option<Arc<Store>>) -> Self {
         let metrics = Arc::new(Metrics::new(&config.server_id, &config.region));
+        let bus_stop = CancellationToken::new();
+        let (bus, events): (Arc<dyn Bus>, _) = match (bus, &config.redis) {
+            (Some(bus), _) => (bus, None),
+            (None, None) => (Arc::new(Standalone), None),
+            (None, Some(r)) => {
+                let settings = RedisSettings {
+                    connection: r.connection.clone(),
+                    tls: r.tls.clone(),
+                    prefix: r.prefix.clone(),
+                    pool_size: r.pool_size,
+                    server: config.server_id.as_str().into(),
+                    region: config.region.as_str().into(),
+                    instance_ttl: r.instance_ttl,
+                    resume_grace: config.resume_grace,
+                    resume_buffer: config.resume_buffer,
+                };
+                match Redis::start(settings, metrics.clone(), bus_stop.clone()) {
+                    Ok((redis, events)) => (Arc::new(redis), Some(events)),
+                    Err(e) => {
+                        // Validated at start-up; a failure here is a bug,
+                        // and standalone is the safe fallback.
+                        tracing::error!(error = %e, "redis bus could not start; running standalone");
+                        (Arc::new(Standalone), None)
+                    }
+                }
+            }
+        };
         let hub = Arc::new(Hub::new(
             Settings {
                 limits: config.limits,
@@ -143,6 +175,14 @@ impl Gateway {
             metrics.clone(),
             bus,
         ));
+        if let Some(mut events) = events {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    hub.apply(event);
+                }
+            });
+        }
         Self {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -158,6 +198,7 @@ impl Gateway {
                 conn_ids: AtomicU64::new(1),
             }),
             webtransport: None,
+            bus_stop,
         }
     }
 
@@ -179,6 +220,7 @@ impl Gateway {
         let Self {
             shared,
             webtransport,
+            bus_stop,
         } = self;
         let stop_accepting = CancellationToken::new();
         let server = tokio::spawn(http::serve(
@@ -226,6 +268,7 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(3), wt).await;
         }
         server.abort();
+        bus_stop.cancel();
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,11 +1,13 @@
-//! Rooms and sessions of this instance, and the membership rules.
+//! Rooms and sessions as this instance sees them, and the membership rules.
 //!
-//! All membership changes and every relay happen under one short lock, which
-//! is never held across an `.await`. Deliveries made under it are what give
-//! the ordering guarantees: a joiner gets `joined` before anything from the
-//! room, and one sender's messages reach one recipient in order.
+//! A room lists every member: the ones served here (with their session) and
+//! the ones served elsewhere (with their instance), kept current by the
+//! bus's events. All membership changes and every local relay happen under
+//! one short lock, never held across an `.await`. Deliveries made under it
+//! give the ordering guarantees: a joiner gets `joined` before anything from
+//! the room, and one sender's messages reach one recipient in order.
 
-use crate::bus::{Bus, RouteError};
+use crate::bus::{Bus, Change, Claim, Event, Handover, Remote, RemoteMember, RouteError};
 use crate::metrics::Metrics;
 use crate::peer::{Link, Peer, ReplayError};
 use bytes::Bytes;
@@ -32,11 +34,23 @@ const fn refuse(code: ErrorCode, message: &'static str) -> Refusal {
 }
 
 const NOT_IN_ROOM: Refusal = refuse(ErrorCode::NotInRoom, "you are not a member of this room");
+const PEER_NOT_FOUND: Refusal = refuse(ErrorCode::PeerNotFound, "no such peer in this room");
+const UNROUTABLE: Refusal = refuse(
+    ErrorCode::Internal,
+    "cross-instance routing is unavailable; retry",
+);
+
+fn route_refusal(e: RouteError) -> Refusal {
+    match e {
+        RouteError::NotFound => PEER_NOT_FOUND,
+        RouteError::Unavailable(_) => UNROUTABLE,
+    }
+}
 
 /// Why a resume did not succeed (a new session is opened instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumeFailure {
-    /// No such session here (unknown, expired, or a wrong token).
+    /// No such session (unknown, expired, or a wrong token).
     Unknown,
     /// Messages the client has not seen are no longer kept.
     Overrun,
@@ -52,15 +66,29 @@ impl ResumeFailure {
     }
 }
 
+#[derive(Debug, Clone)]
+enum At {
+    Local(Arc<Peer>),
+    Remote(Remote),
+}
+
 #[derive(Debug)]
 struct Member {
-    peer: Arc<Peer>,
+    at: At,
     meta: Meta,
 }
 
 #[derive(Debug, Default)]
 struct Room {
     members: HashMap<PeerId, Member>,
+    /// Members served here; at zero the room is forgotten.
+    local: usize,
+}
+
+impl Room {
+    fn has_remote(&self) -> bool {
+        self.members.len() > self.local
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +101,8 @@ struct Entry {
 struct Inner {
     peers: HashMap<PeerId, Entry>,
     rooms: HashMap<RoomName, Room>,
+    /// Sessions handed to another instance, for forwarding stragglers.
+    moved: HashMap<PeerId, Remote>,
 }
 
 /// Settings the hub enforces.
@@ -96,7 +126,7 @@ pub struct Hub {
 }
 
 /// Builds the encoded `welcome` for a session once its peer id is known.
-pub type WelcomeFn<'a> = &'a dyn Fn(&Peer, bool) -> Bytes;
+pub type WelcomeFn<'a> = &'a (dyn Fn(&Peer, bool) -> Bytes + Sync);
 
 impl Hub {
     /// An empty hub.
@@ -118,7 +148,7 @@ impl Hub {
         &*self.bus
     }
 
-    /// Local counts: (rooms, sessions).
+    /// Local counts: (rooms with local members, sessions served here).
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.rooms.len(), inner.peers.len())
@@ -130,6 +160,11 @@ impl Hub {
         let secret: [u8; 16] = rng.random();
         let id = PeerId::new(&format!("p_{}", hex(&id))).expect("hex ids are valid");
         Arc::new(Peer::new(id, hex(&secret), self.settings.resume_buffer))
+    }
+
+    fn set_gauges(&self, inner: &Inner) {
+        self.metrics.peers.set(inner.peers.len() as i64);
+        self.metrics.rooms.set(inner.rooms.len() as i64);
     }
 
     /// Opens a new session on `link`, sending `welcome` first.
@@ -145,14 +180,17 @@ impl Hub {
                 rooms: Vec::new(),
             },
         );
-        self.metrics.peers.set(inner.peers.len() as i64);
+        self.set_gauges(&inner);
+        drop(inner);
+        self.bus.register(&peer.id, peer.secret());
         peer
     }
 
     /// Resumes the session named by `token` on `link`, replaying what the
-    /// client has not seen. On failure nothing is sent on `link`; an overrun
-    /// session ends at once (`peer_left` `disconnected`).
-    pub fn resume(
+    /// client has not seen — from this instance, or taken over from the one
+    /// that served it. On failure nothing is sent on `link`; a session that
+    /// cannot be resumed without a gap ends at once.
+    pub async fn resume(
         &self,
         token: &str,
         last_seq: u64,
@@ -160,23 +198,104 @@ impl Hub {
         welcome: WelcomeFn<'_>,
     ) -> Result<Arc<Peer>, ResumeFailure> {
         let (id, secret) = token.rsplit_once('.').ok_or(ResumeFailure::Unknown)?;
+        let id = PeerId::new(id).map_err(|_| ResumeFailure::Unknown)?;
+        let local = self.lock().peers.get(&id).map(|e| e.peer.clone());
+        let Some(peer) = local else {
+            return self
+                .resume_from_elsewhere(&id, secret, last_seq, link, welcome)
+                .await;
+        };
+        if !peer.secret_matches(secret) {
+            return Err(ResumeFailure::Unknown);
+        }
         let mut inner = self.lock();
-        let peer = inner
-            .peers
-            .get(id)
-            .map(|e| e.peer.clone())
-            .filter(|p| p.secret_matches(secret))
-            .ok_or(ResumeFailure::Unknown)?;
         match peer.attach(link, welcome(&peer, true), last_seq) {
             Ok(()) => Ok(peer),
             Err(ReplayError::Ended) => Err(ResumeFailure::Unknown),
             Err(ReplayError::Overrun | ReplayError::Future) => {
-                // The session can no longer be resumed without a gap: end it
-                // rather than let it linger until its grace window ends.
                 self.remove_locked(&mut inner, &peer.id, LeaveReason::Disconnected);
                 peer.end(Some(CloseCode::TakenOver));
                 Err(ResumeFailure::Overrun)
             }
+        }
+    }
+
+    async fn resume_from_elsewhere(
+        &self,
+        id: &PeerId,
+        secret: &str,
+        last_seq: u64,
+        link: Link,
+        welcome: WelcomeFn<'_>,
+    ) -> Result<Arc<Peer>, ResumeFailure> {
+        let Claim {
+            secret: registered,
+            lines,
+            inbox,
+            next_seq,
+            rooms,
+        } = self
+            .bus
+            .claim(id, secret, last_seq)
+            .await
+            .ok_or(ResumeFailure::Unknown)?;
+        let peer = Arc::new(Peer::restore(
+            id.clone(),
+            registered,
+            self.settings.resume_buffer,
+            next_seq,
+            lines,
+        ));
+        for (room, _) in &rooms {
+            self.watch(room).await;
+        }
+        let mut inner = self.lock();
+        inner.peers.insert(
+            id.clone(),
+            Entry {
+                peer: peer.clone(),
+                rooms: rooms.iter().map(|(r, _)| r.clone()).collect(),
+            },
+        );
+        for (room, meta) in &rooms {
+            let r = inner.rooms.entry(room.clone()).or_default();
+            let was_local = matches!(
+                r.members.get(id),
+                Some(Member {
+                    at: At::Local(_),
+                    ..
+                })
+            );
+            r.members.insert(
+                id.clone(),
+                Member {
+                    at: At::Local(peer.clone()),
+                    meta: meta.clone(),
+                },
+            );
+            if !was_local {
+                r.local += 1;
+            }
+        }
+        inner.moved.remove(id);
+        self.set_gauges(&inner);
+        let ok = peer.attach(link, welcome(&peer, true), last_seq).is_ok();
+        for body in &inbox {
+            peer.deliver(body, ServerKind::Signal, &self.metrics);
+        }
+        drop(inner);
+        self.bus.register(id, peer.secret());
+        for (room, meta) in rooms {
+            self.bus.announce(Change::Member {
+                room,
+                peer: id.clone(),
+                meta,
+            });
+        }
+        if ok {
+            Ok(peer)
+        } else {
+            Err(ResumeFailure::Unknown)
         }
     }
 
@@ -212,27 +331,43 @@ impl Hub {
             return;
         };
         for room in entry.rooms {
-            self.leave_room_locked(inner, &room, id, reason);
+            self.leave_room_locked(inner, &room, id, reason, true);
         }
-        self.metrics.peers.set(inner.peers.len() as i64);
+        self.set_gauges(inner);
+        self.bus.unregister(id);
     }
 
+    /// Removes `id` from `room`, tells the local members, and — for a local
+    /// member when `announce` — the other instances.
     fn leave_room_locked(
         &self,
         inner: &mut Inner,
         room: &RoomName,
         id: &PeerId,
         reason: LeaveReason,
+        announce: bool,
     ) {
         let Some(r) = inner.rooms.get_mut(room) else {
             return;
         };
-        if r.members.remove(id).is_none() {
+        let Some(gone) = r.members.remove(id) else {
             return;
+        };
+        let was_local = matches!(gone.at, At::Local(_));
+        if was_local {
+            r.local -= 1;
+            if announce {
+                self.bus.announce(Change::Left {
+                    room: room.clone(),
+                    peer: id.clone(),
+                    reason,
+                });
+            }
         }
-        if r.members.is_empty() {
+        if r.local == 0 {
             inner.rooms.remove(room);
-            self.metrics.rooms.set(inner.rooms.len() as i64);
+            self.bus.unwatch(room);
+            self.set_gauges(inner);
             return;
         }
         let body = encode_server(&ServerMessage::PeerLeft {
@@ -240,10 +375,7 @@ impl Hub {
             peer: id.clone(),
             reason,
         });
-        for m in r.members.values() {
-            m.peer.deliver(&body, ServerKind::PeerLeft, &self.metrics);
-        }
-        let _ = self.bus.publish(room, id, &body);
+        deliver_local(r, None, &body, ServerKind::PeerLeft, &self.metrics);
     }
 
     fn others(room: &Room, me: &PeerId) -> Vec<PeerInfo> {
@@ -257,14 +389,38 @@ impl Hub {
             .collect()
     }
 
+    /// Makes sure `room`'s events from other instances arrive here and its
+    /// remote members are known, before a local member joins.
+    async fn watch(&self, room: &RoomName) {
+        if self.lock().rooms.contains_key(room) {
+            return;
+        }
+        match self.bus.watch(room).await {
+            Ok(remote) => {
+                let mut inner = self.lock();
+                let r = inner.rooms.entry(room.clone()).or_default();
+                for m in remote {
+                    r.members.entry(m.peer).or_insert(Member {
+                        at: At::Remote(m.at),
+                        meta: m.meta,
+                    });
+                }
+            }
+            // Local rooms keep working while Redis is away; the room is
+            // re-synchronised when it is back.
+            Err(e) => tracing::warn!(%room, error = %e, "room watch failed; serving it locally"),
+        }
+    }
+
     /// `join`: replies `joined` and tells the others.
-    pub fn join(
+    pub async fn join(
         &self,
         peer: &Arc<Peer>,
         room: RoomName,
         meta: Meta,
         id: Option<u64>,
     ) -> Result<(), Refusal> {
+        self.watch(&room).await;
         let limits = &self.settings.limits;
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -274,6 +430,7 @@ impl Hub {
         ))?;
         let already = entry.rooms.contains(&room);
         if !already && entry.rooms.len() >= limits.max_rooms {
+            self.forget_if_empty(inner, &room);
             return Err(refuse(
                 ErrorCode::TooManyRooms,
                 "too many rooms for this session",
@@ -289,31 +446,30 @@ impl Hub {
                     ServerMessage::PeerUpdated {
                         room: room.clone(),
                         peer: peer.id.clone(),
-                        meta,
+                        meta: meta.clone(),
                     },
                 ))
             }
             None => {
                 if r.members.len() >= limits.max_room_peers {
-                    if r.members.is_empty() {
-                        inner.rooms.remove(&room);
-                    }
+                    self.forget_if_empty(inner, &room);
                     return Err(refuse(ErrorCode::RoomFull, "room is full"));
                 }
                 r.members.insert(
                     peer.id.clone(),
                     Member {
-                        peer: peer.clone(),
+                        at: At::Local(peer.clone()),
                         meta: meta.clone(),
                     },
                 );
+                r.local += 1;
                 entry.rooms.push(room.clone());
                 Some((
                     ServerKind::PeerJoined,
                     ServerMessage::PeerJoined {
                         room: room.clone(),
                         peer: peer.id.clone(),
-                        meta,
+                        meta: meta.clone(),
                     },
                 ))
             }
@@ -325,18 +481,23 @@ impl Hub {
         });
         peer.deliver(&reply, ServerKind::Joined, &self.metrics);
         if let Some((kind, msg)) = notice {
-            let body = encode_server(&msg);
-            for (mid, m) in &r.members {
-                if *mid != peer.id {
-                    m.peer.deliver(&body, kind, &self.metrics);
-                }
-            }
-            let _ = self.bus.publish(&room, &peer.id, &body);
+            deliver_local(r, Some(&peer.id), &encode_server(&msg), kind, &self.metrics);
+            self.bus.announce(Change::Member {
+                room,
+                peer: peer.id.clone(),
+                meta,
+            });
         }
-        if !already {
-            self.metrics.rooms.set(inner.rooms.len() as i64);
-        }
+        self.set_gauges(inner);
         Ok(())
+    }
+
+    /// Drops a room that a refused join created and nobody here is in.
+    fn forget_if_empty(&self, inner: &mut Inner, room: &RoomName) {
+        if inner.rooms.get(room).is_some_and(|r| r.local == 0) {
+            inner.rooms.remove(room);
+            self.bus.unwatch(room);
+        }
     }
 
     /// `leave`: replies `left` and tells the others.
@@ -355,7 +516,7 @@ impl Hub {
             room: room.clone(),
         });
         peer.deliver(&reply, ServerKind::Left, &self.metrics);
-        self.leave_room_locked(inner, &room, &peer.id, LeaveReason::Left);
+        self.leave_room_locked(inner, &room, &peer.id, LeaveReason::Left, true);
         Ok(())
     }
 
@@ -383,15 +544,20 @@ impl Hub {
             let body = encode_server(&ServerMessage::PeerUpdated {
                 room: room.clone(),
                 peer: peer.id.clone(),
+                meta: meta.clone(),
+            });
+            deliver_local(
+                r,
+                Some(&peer.id),
+                &body,
+                ServerKind::PeerUpdated,
+                &self.metrics,
+            );
+            self.bus.announce(Change::Member {
+                room,
+                peer: peer.id.clone(),
                 meta,
             });
-            for (mid, m) in &r.members {
-                if *mid != peer.id {
-                    m.peer
-                        .deliver(&body, ServerKind::PeerUpdated, &self.metrics);
-                }
-            }
-            let _ = self.bus.publish(&room, &peer.id, &body);
         }
         Ok(())
     }
@@ -413,8 +579,9 @@ impl Hub {
         Ok(())
     }
 
-    /// `signal`: relays `data` to one member of a shared room.
-    pub fn signal(
+    /// `signal`: relays `data` to one member of a shared room, here or on
+    /// another instance.
+    pub async fn signal(
         &self,
         peer: &Peer,
         room: RoomName,
@@ -426,62 +593,269 @@ impl Hub {
             from: peer.id.clone(),
             data,
         });
-        let inner = self.lock();
-        let r = inner
-            .rooms
-            .get(&room)
-            .filter(|r| r.members.contains_key(&peer.id))
-            .ok_or(NOT_IN_ROOM)?;
-        if to == peer.id {
-            return Err(refuse(ErrorCode::BadRequest, "cannot signal yourself"));
-        }
-        match r.members.get(&to) {
-            Some(m) => {
-                m.peer.deliver(&body, ServerKind::Signal, &self.metrics);
-                Ok(())
+        let remote = {
+            let inner = self.lock();
+            let r = inner
+                .rooms
+                .get(&room)
+                .filter(|r| r.members.contains_key(&peer.id))
+                .ok_or(NOT_IN_ROOM)?;
+            if to == peer.id {
+                return Err(refuse(ErrorCode::BadRequest, "cannot signal yourself"));
             }
-            None => match self.bus.send(&room, &to, &body) {
-                Ok(()) => Ok(()),
-                Err(RouteError::NotFound) => {
-                    Err(refuse(ErrorCode::PeerNotFound, "no such peer in this room"))
+            match r.members.get(&to).map(|m| &m.at) {
+                Some(At::Local(target)) => {
+                    target.deliver(&body, ServerKind::Signal, &self.metrics);
+                    return Ok(());
                 }
-                Err(RouteError::Unavailable(_)) => Err(refuse(
-                    ErrorCode::Internal,
-                    "cross-instance routing is unavailable; retry",
-                )),
-            },
-        }
+                Some(At::Remote(at)) => at.clone(),
+                None => return Err(PEER_NOT_FOUND),
+            }
+        };
+        self.bus
+            .send(&remote, &room, &to, body)
+            .await
+            .map_err(route_refusal)
     }
 
     /// `broadcast`: relays `data` to every other member.
-    pub fn broadcast(&self, peer: &Peer, room: RoomName, data: Data) -> Result<(), Refusal> {
+    pub async fn broadcast(&self, peer: &Peer, room: RoomName, data: Data) -> Result<(), Refusal> {
         let body = encode_server(&ServerMessage::Broadcast {
             room: room.clone(),
             from: peer.id.clone(),
             data,
         });
-        let inner = self.lock();
-        let r = inner
-            .rooms
-            .get(&room)
-            .filter(|r| r.members.contains_key(&peer.id))
-            .ok_or(NOT_IN_ROOM)?;
-        for (mid, m) in &r.members {
-            if *mid != peer.id {
-                m.peer.deliver(&body, ServerKind::Broadcast, &self.metrics);
-            }
+        let remote = {
+            let inner = self.lock();
+            let r = inner
+                .rooms
+                .get(&room)
+                .filter(|r| r.members.contains_key(&peer.id))
+                .ok_or(NOT_IN_ROOM)?;
+            deliver_local(
+                r,
+                Some(&peer.id),
+                &body,
+                ServerKind::Broadcast,
+                &self.metrics,
+            );
+            r.has_remote()
+        };
+        if remote {
+            self.bus
+                .publish(&room, &peer.id, body)
+                .await
+                .map_err(|_| UNROUTABLE)?;
         }
-        self.bus.publish(&room, &peer.id, &body).map_err(|_| {
-            refuse(
-                ErrorCode::Internal,
-                "cross-instance routing is unavailable; retry",
-            )
-        })
+        Ok(())
     }
 
-    /// Every attached or resumable session (for drain).
+    /// Every session served here (for drain).
     pub fn sessions(&self) -> Vec<Arc<Peer>> {
         self.lock().peers.values().map(|e| e.peer.clone()).collect()
+    }
+
+    /// Applies what another instance did.
+    pub fn apply(self: &Arc<Self>, event: Event) {
+        match event {
+            Event::Member { room, member } => self.remote_member(room, member),
+            Event::Left { room, peer, reason } => {
+                let mut inner = self.lock();
+                let is_remote = inner
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.members.get(&peer))
+                    .is_some_and(|m| matches!(m.at, At::Remote(_)));
+                if is_remote {
+                    self.leave_room_locked(&mut inner, &room, &peer, reason, false);
+                }
+            }
+            Event::Deliver { room, to, body, .. } => {
+                let inner = self.lock();
+                match inner
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.members.get(&to))
+                    .map(|m| &m.at)
+                {
+                    Some(At::Local(target)) => {
+                        target.deliver(&body, ServerKind::Signal, &self.metrics);
+                    }
+                    _ => {
+                        // Sent to us before the sender learnt the session
+                        // moved: pass it on.
+                        if let Some(at) = inner.moved.get(&to).cloned() {
+                            drop(inner);
+                            let hub = Arc::clone(self);
+                            tokio::spawn(async move {
+                                if let Err(e) = hub.bus.send(&at, &room, &to, body).await {
+                                    tracing::debug!(error = %e, "forwarding a moved session's message failed");
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+            Event::Broadcast {
+                room, from, body, ..
+            } => {
+                let inner = self.lock();
+                if let Some(r) = inner.rooms.get(&room) {
+                    deliver_local(r, Some(&from), &body, ServerKind::Broadcast, &self.metrics);
+                }
+            }
+            Event::Takeover {
+                peer,
+                last_seq,
+                requester,
+            } => self.hand_over(&peer, last_seq, requester),
+            Event::Resync { room, members } => self.resync(room, members),
+        }
+    }
+
+    fn remote_member(&self, room: RoomName, member: RemoteMember) {
+        let mut inner = self.lock();
+        let Some(r) = inner.rooms.get_mut(&room) else {
+            return;
+        };
+        let RemoteMember { peer, meta, at } = member;
+        let notice = match r.members.get_mut(&peer) {
+            Some(m) if matches!(m.at, At::Local(_)) => return,
+            Some(m) => {
+                m.at = At::Remote(at);
+                if m.meta == meta {
+                    None
+                } else {
+                    m.meta = meta.clone();
+                    Some((
+                        ServerKind::PeerUpdated,
+                        ServerMessage::PeerUpdated {
+                            room: room.clone(),
+                            peer: peer.clone(),
+                            meta,
+                        },
+                    ))
+                }
+            }
+            None => {
+                r.members.insert(
+                    peer.clone(),
+                    Member {
+                        at: At::Remote(at),
+                        meta: meta.clone(),
+                    },
+                );
+                Some((
+                    ServerKind::PeerJoined,
+                    ServerMessage::PeerJoined {
+                        room: room.clone(),
+                        peer: peer.clone(),
+                        meta,
+                    },
+                ))
+            }
+        };
+        if let Some((kind, msg)) = notice {
+            deliver_local(r, Some(&peer), &encode_server(&msg), kind, &self.metrics);
+        }
+    }
+
+    /// Makes a watched room's remote members match what Redis has (after a
+    /// Redis outage, when events may have been lost).
+    fn resync(&self, room: RoomName, members: Vec<RemoteMember>) {
+        let stale: Vec<PeerId> = {
+            let inner = self.lock();
+            let Some(r) = inner.rooms.get(&room) else {
+                return;
+            };
+            r.members
+                .iter()
+                .filter(|(id, m)| {
+                    matches!(m.at, At::Remote(_)) && !members.iter().any(|n| &n.peer == *id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for peer in stale {
+            let mut inner = self.lock();
+            self.leave_room_locked(&mut inner, &room, &peer, LeaveReason::Disconnected, false);
+        }
+        for member in members {
+            self.remote_member(room.clone(), member);
+        }
+    }
+
+    /// Another instance resumes one of our sessions: hand it over with what
+    /// its client has not seen, and forget it here without telling the room.
+    fn hand_over(&self, id: &PeerId, last_seq: u64, requester: Arc<str>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(peer) = inner.peers.get(id).map(|e| e.peer.clone()) else {
+            self.bus.hand_over(&requester, id, Handover::Refused);
+            return;
+        };
+        let (lines, next_seq) = match peer.lines_after(last_seq) {
+            Ok(x) => x,
+            Err(_) => {
+                self.remove_locked(inner, id, LeaveReason::Disconnected);
+                peer.end(Some(CloseCode::TakenOver));
+                self.bus.hand_over(&requester, id, Handover::Refused);
+                return;
+            }
+        };
+        peer.end(Some(CloseCode::TakenOver));
+        let entry = inner.peers.remove(id).expect("checked above");
+        let mut rooms = Vec::with_capacity(entry.rooms.len());
+        for room in entry.rooms {
+            if let Some(r) = inner.rooms.get_mut(&room) {
+                if let Some(m) = r.members.remove(id) {
+                    rooms.push((room.clone(), m.meta));
+                    r.local -= 1;
+                }
+                if r.local == 0 {
+                    inner.rooms.remove(&room);
+                    self.bus.unwatch(&room);
+                }
+            }
+        }
+        inner.moved.insert(
+            id.clone(),
+            Remote {
+                server: requester.clone(),
+                region: Arc::from(""),
+            },
+        );
+        self.set_gauges(inner);
+        drop(guard);
+        self.bus.hand_over(
+            &requester,
+            id,
+            Handover::Session(Claim {
+                secret: peer.secret().to_owned(),
+                lines,
+                inbox: Vec::new(),
+                next_seq,
+                rooms,
+            }),
+        );
+    }
+}
+
+/// Delivers to every member served here, except `except`.
+fn deliver_local(
+    r: &Room,
+    except: Option<&PeerId>,
+    body: &[u8],
+    kind: ServerKind,
+    metrics: &Metrics,
+) {
+    for (id, m) in &r.members {
+        if Some(id) == except {
+            continue;
+        }
+        if let At::Local(p) = &m.at {
+            p.deliver(body, kind, metrics);
+        }
     }
 }
 

@@ -69,6 +69,24 @@ pub struct Metrics {
     pub relay_latency: Histogram,
     /// Connections refused before the session started.
     refused: Family<ReasonLabel, Counter>,
+    /// Messages received from other instances.
+    pub cross_instance: Counter,
+    /// Directed messages sent to other instances.
+    pub cross_instance_sent: Counter,
+    /// Messages exchanged with instances in another region (both ways).
+    pub cross_region: Counter,
+    /// Round trip of one pipelined batch of Redis commands.
+    pub redis_latency: Histogram,
+    /// Failed Redis round trips.
+    pub redis_errors: Counter,
+    /// Pub/sub reconnects.
+    pub redis_reconnects: Counter,
+    redis_pool: Family<StateLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 impl Metrics {
@@ -172,6 +190,48 @@ impl Metrics {
             "Connection attempts refused before a session started, by reason",
             refused.clone(),
         );
+        let cross_instance = Counter::default();
+        registry.register(
+            "cross_instance_messages_received",
+            "Signals and broadcasts received from other instances",
+            cross_instance.clone(),
+        );
+        let cross_instance_sent = Counter::default();
+        registry.register(
+            "cross_instance_messages_sent",
+            "Directed messages sent to members on other instances",
+            cross_instance_sent.clone(),
+        );
+        let cross_region = Counter::default();
+        registry.register(
+            "cross_region_messages",
+            "Messages exchanged with instances in another region",
+            cross_region.clone(),
+        );
+        let redis_latency = Histogram::new(exponential_buckets(5e-5, 2.0, 16));
+        registry.register(
+            "redis_roundtrip_seconds",
+            "Round trip of one pipelined batch of Redis commands (cross-instance relay latency)",
+            redis_latency.clone(),
+        );
+        let redis_errors = Counter::default();
+        registry.register(
+            "redis_errors",
+            "Redis round trips that failed or timed out",
+            redis_errors.clone(),
+        );
+        let redis_reconnects = Counter::default();
+        registry.register(
+            "redis_reconnects",
+            "Redis pub/sub reconnects",
+            redis_reconnects.clone(),
+        );
+        let redis_pool = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "redis_pool_connections",
+            "Redis command pool connections by state (in_use, idle, waiting)",
+            redis_pool.clone(),
+        );
         Self {
             registry,
             connections,
@@ -186,7 +246,26 @@ impl Metrics {
             resumes,
             relay_latency,
             refused,
+            cross_instance,
+            cross_instance_sent,
+            cross_region,
+            redis_latency,
+            redis_errors,
+            redis_reconnects,
+            redis_pool,
         }
+    }
+
+    /// Records the Redis pool's state.
+    pub fn redis_pool(&self, size: usize, idle: usize, waiting: usize) {
+        let set = |state, v: usize| {
+            self.redis_pool
+                .get_or_create(&StateLabel { state })
+                .set(v as i64);
+        };
+        set("in_use", size.saturating_sub(idle));
+        set("idle", idle);
+        set("waiting", waiting);
     }
 
     /// The open-connections gauge of one transport.

@@ -123,6 +123,48 @@ impl Peer {
         }
     }
 
+    /// A session handed over from another instance: `lines` are the
+    /// numbered messages the client has not seen, ending before `next_seq`.
+    pub fn restore(
+        id: PeerId,
+        secret: String,
+        capacity: usize,
+        next_seq: u64,
+        lines: Vec<Bytes>,
+    ) -> Self {
+        let peer = Self::new(id, secret, capacity);
+        {
+            let mut st = lock(&peer.state);
+            st.next_seq = next_seq.max(1);
+            // Every line is still owed to the client, even beyond capacity.
+            st.buffer = lines.into();
+        }
+        peer
+    }
+
+    /// The session's secret (registered with the bus for resumes elsewhere).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The numbered messages after `last_seq` and the `seq` of the next one,
+    /// for handing the session to another instance.
+    pub fn lines_after(&self, last_seq: u64) -> Result<(Vec<Bytes>, u64), ReplayError> {
+        let st = lock(&self.state);
+        if st.ended {
+            return Err(ReplayError::Ended);
+        }
+        let first_kept = st.next_seq - st.buffer.len() as u64;
+        if last_seq >= st.next_seq {
+            return Err(ReplayError::Future);
+        }
+        if last_seq + 1 < first_kept {
+            return Err(ReplayError::Overrun);
+        }
+        let skip = (last_seq + 1 - first_kept) as usize;
+        Ok((st.buffer.iter().skip(skip).cloned().collect(), st.next_seq))
+    }
+
     /// The opaque resume token given in `welcome`.
     pub fn token(&self) -> String {
         format!("{}.{}", self.id, self.secret)
@@ -144,7 +186,7 @@ impl Peer {
         st.next_seq += 1;
         let line = with_seq(body, seq);
         if self.capacity > 0 {
-            if st.buffer.len() == self.capacity {
+            while st.buffer.len() >= self.capacity {
                 st.buffer.pop_front();
             }
             st.buffer.push_back(line.clone());

@@ -144,7 +144,7 @@ impl Session {
                     self.last_seen = Instant::now();
                     match item {
                         Some(Inbound::Text(text)) => {
-                            if let Some(end) = self.on_text(&text) {
+                            if let Some(end) = self.on_text(&text).await {
                                 return end;
                             }
                         }
@@ -249,6 +249,7 @@ impl Session {
             Some(r) => match shared
                 .hub
                 .resume(&r.session, r.last_seq, self.link.clone(), &welcome)
+                .await
             {
                 Ok(peer) => {
                     shared.metrics.resume("resumed");
@@ -292,7 +293,7 @@ impl Session {
     }
 
     /// Handles one text message; returns how the connection ends, if it does.
-    fn on_text(&mut self, text: &Bytes) -> Option<End> {
+    async fn on_text(&mut self, text: &Bytes) -> Option<End> {
         let received = Instant::now();
         if text.len() > self.shared.config.limits.max_message_bytes {
             self.shared.metrics.received(None);
@@ -332,7 +333,7 @@ impl Session {
             msg.request,
             Request::Signal { .. } | Request::Broadcast { .. }
         );
-        if let Err(refusal) = self.dispatch(msg) {
+        if let Err(refusal) = self.dispatch(msg).await {
             self.error(id, refusal.code, refusal.message);
         } else if is_relay {
             self.shared
@@ -343,7 +344,7 @@ impl Session {
         None
     }
 
-    fn dispatch(&mut self, msg: ClientMessage) -> Result<(), Refusal> {
+    async fn dispatch(&mut self, msg: ClientMessage) -> Result<(), Refusal> {
         let peer = self.peer.clone().expect("dispatch runs after hello");
         let hub = &self.shared.hub;
         let id = msg.id;
@@ -354,17 +355,18 @@ impl Session {
             }),
             Request::Join { room, meta } => {
                 hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id)
+                    .await
             }
             Request::Leave { room } => hub.leave(&peer, room, id),
             Request::Update { room, meta } => hub.update(&peer, room, meta, id),
             Request::Peers { room } => hub.peers(&peer, room, id),
             Request::Signal { room, to, data } => {
-                hub.signal(&peer, room, to, data)?;
+                hub.signal(&peer, room, to, data).await?;
                 self.ack(id);
                 Ok(())
             }
             Request::Broadcast { room, data } => {
-                hub.broadcast(&peer, room, data)?;
+                hub.broadcast(&peer, room, data).await?;
                 self.ack(id);
                 Ok(())
             }

@@ -5,6 +5,8 @@
 //! default) and converted here, so that one run reports every bad variable at
 //! once instead of stopping at the first.
 
+pub mod redis;
+
 use clap::Parser;
 use pantheon_protocol::Limits;
 use std::fmt;
@@ -94,6 +96,9 @@ pub struct Args {
     /// Log format: `text` or `json`. Levels come from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Redis (scale-out); absent: standalone.
+    #[command(flatten)]
+    pub redis: redis::RedisArgs,
 }
 
 /// Log output format.
@@ -145,6 +150,8 @@ pub struct Config {
     pub allowed_origins: Option<Vec<String>>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Redis, when several instances form one system.
+    pub redis: Option<redis::Redis>,
 }
 
 /// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
@@ -349,6 +356,7 @@ impl Config {
                 LogFormat::Text
             }
         };
+        let redis = redis::parse(&a.redis, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -373,6 +381,7 @@ impl Config {
             http_header_timeout,
             allowed_origins,
             log_format,
+            redis,
         })
     }
 
@@ -419,6 +428,7 @@ fn defaults_only(a: Args) -> Args {
         http_header_timeout_ms: d("10000"),
         allowed_origins: a.allowed_origins,
         log_format: d("text"),
+        redis: redis::RedisArgs::default(),
     }
 }
 

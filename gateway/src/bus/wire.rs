@@ -1,0 +1,406 @@
+//! What instances say to each other on Redis channels: a tag byte, then
+//! length-prefixed fields (binary-safe: relayed `data` may hold anything).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pantheon_protocol::{LeaveReason, Meta, PeerId, RoomName};
+use std::sync::Arc;
+
+/// One message between instances. `origin`/`region` name the sender.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wire {
+    /// A member joined, changed meta or moved to `origin` (room channel).
+    Member {
+        /// The instance serving the member.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The room.
+        room: RoomName,
+        /// The member.
+        peer: PeerId,
+        /// Its meta.
+        meta: Meta,
+    },
+    /// A member left (room channel).
+    Left {
+        /// The instance that announced it.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The room.
+        room: RoomName,
+        /// The member.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A room message (room channel).
+    Broadcast {
+        /// The sender's instance.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The room.
+        room: RoomName,
+        /// The sender.
+        from: PeerId,
+        /// Encoded message, without `seq`.
+        body: Bytes,
+    },
+    /// A directed message (instance channel).
+    Deliver {
+        /// The sender's instance.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The room.
+        room: RoomName,
+        /// The recipient.
+        to: PeerId,
+        /// Encoded message, without `seq`.
+        body: Bytes,
+    },
+    /// "Hand me this session" (instance channel of its owner).
+    Takeover {
+        /// The instance asking.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The session.
+        peer: PeerId,
+        /// The client's last seen `seq`.
+        last_seq: u64,
+    },
+    /// The answer (instance channel of the asker).
+    Handover {
+        /// The instance that served the session.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The session.
+        peer: PeerId,
+        /// Whether it is handed over (else it ended).
+        ok: bool,
+        /// The `seq` of the next message.
+        next_seq: u64,
+        /// Rooms and meta.
+        rooms: Vec<(RoomName, Meta)>,
+        /// Numbered messages the client has not seen.
+        lines: Vec<Bytes>,
+    },
+}
+
+/// A message from another instance could not be read (a bug or a foreign
+/// publisher on our channels).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed bus message: {0}")]
+pub struct Malformed(&'static str);
+
+struct Writer(BytesMut);
+
+impl Writer {
+    fn new(tag: u8) -> Self {
+        let mut b = BytesMut::with_capacity(128);
+        b.put_u8(tag);
+        Self(b)
+    }
+
+    fn field(mut self, bytes: &[u8]) -> Self {
+        self.0.put_u32_le(bytes.len() as u32);
+        self.0.put_slice(bytes);
+        self
+    }
+
+    fn num(self, n: u64) -> Self {
+        let mut buf = itoa::Buffer::new();
+        let s = buf.format(n).to_owned();
+        self.field(s.as_bytes())
+    }
+}
+
+struct Reader(Bytes);
+
+impl Reader {
+    fn field(&mut self) -> Result<Bytes, Malformed> {
+        if self.0.remaining() < 4 {
+            return Err(Malformed("truncated length"));
+        }
+        let len = self.0.get_u32_le() as usize;
+        if self.0.remaining() < len {
+            return Err(Malformed("truncated field"));
+        }
+        Ok(self.0.split_to(len))
+    }
+
+    fn text(&mut self) -> Result<Arc<str>, Malformed> {
+        let f = self.field()?;
+        std::str::from_utf8(&f)
+            .map(Arc::from)
+            .map_err(|_| Malformed("not UTF-8"))
+    }
+
+    fn room(&mut self) -> Result<RoomName, Malformed> {
+        RoomName::new(&self.text()?).map_err(|_| Malformed("room"))
+    }
+
+    fn peer(&mut self) -> Result<PeerId, Malformed> {
+        PeerId::new(&self.text()?).map_err(|_| Malformed("peer"))
+    }
+
+    fn meta(&mut self) -> Result<Meta, Malformed> {
+        let f = self.field()?;
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_slice(&f).map_err(|_| Malformed("meta"))?;
+        Meta::from_raw(&raw).map_err(|_| Malformed("meta"))
+    }
+
+    fn num(&mut self) -> Result<u64, Malformed> {
+        self.text()?.parse().map_err(|_| Malformed("number"))
+    }
+}
+
+impl Wire {
+    /// Encodes for a channel.
+    pub fn encode(&self) -> Bytes {
+        let w = match self {
+            Self::Member {
+                origin,
+                region,
+                room,
+                peer,
+                meta,
+            } => Writer::new(b'M')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(room.as_str().as_bytes())
+                .field(peer.as_str().as_bytes())
+                .field(meta.as_str().as_bytes()),
+            Self::Left {
+                origin,
+                region,
+                room,
+                peer,
+                reason,
+            } => Writer::new(b'L')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(room.as_str().as_bytes())
+                .field(peer.as_str().as_bytes())
+                .field(match reason {
+                    LeaveReason::Left => b"left",
+                    LeaveReason::Disconnected => b"disconnected",
+                }),
+            Self::Broadcast {
+                origin,
+                region,
+                room,
+                from,
+                body,
+            } => Writer::new(b'B')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(room.as_str().as_bytes())
+                .field(from.as_str().as_bytes())
+                .field(body),
+            Self::Deliver {
+                origin,
+                region,
+                room,
+                to,
+                body,
+            } => Writer::new(b'D')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(room.as_str().as_bytes())
+                .field(to.as_str().as_bytes())
+                .field(body),
+            Self::Takeover {
+                origin,
+                region,
+                peer,
+                last_seq,
+            } => Writer::new(b'T')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(peer.as_str().as_bytes())
+                .num(*last_seq),
+            Self::Handover {
+                origin,
+                region,
+                peer,
+                ok,
+                next_seq,
+                rooms,
+                lines,
+            } => {
+                let mut w = Writer::new(b'H')
+                    .field(origin.as_bytes())
+                    .field(region.as_bytes())
+                    .field(peer.as_str().as_bytes())
+                    .num(u64::from(*ok))
+                    .num(*next_seq)
+                    .num(rooms.len() as u64);
+                for (room, meta) in rooms {
+                    w = w
+                        .field(room.as_str().as_bytes())
+                        .field(meta.as_str().as_bytes());
+                }
+                w = w.num(lines.len() as u64);
+                for line in lines {
+                    w = w.field(line);
+                }
+                w
+            }
+        };
+        w.0.freeze()
+    }
+
+    /// Decodes a channel message.
+    pub fn decode(mut bytes: Bytes) -> Result<Self, Malformed> {
+        if bytes.is_empty() {
+            return Err(Malformed("empty"));
+        }
+        let tag = bytes.get_u8();
+        let mut r = Reader(bytes);
+        let origin = r.text()?;
+        let region = r.text()?;
+        Ok(match tag {
+            b'M' => Self::Member {
+                origin,
+                region,
+                room: r.room()?,
+                peer: r.peer()?,
+                meta: r.meta()?,
+            },
+            b'L' => Self::Left {
+                origin,
+                region,
+                room: r.room()?,
+                peer: r.peer()?,
+                reason: match &*r.text()? {
+                    "left" => LeaveReason::Left,
+                    "disconnected" => LeaveReason::Disconnected,
+                    _ => return Err(Malformed("reason")),
+                },
+            },
+            b'B' => Self::Broadcast {
+                origin,
+                region,
+                room: r.room()?,
+                from: r.peer()?,
+                body: r.field()?,
+            },
+            b'D' => Self::Deliver {
+                origin,
+                region,
+                room: r.room()?,
+                to: r.peer()?,
+                body: r.field()?,
+            },
+            b'T' => Self::Takeover {
+                origin,
+                region,
+                peer: r.peer()?,
+                last_seq: r.num()?,
+            },
+            b'H' => {
+                let peer = r.peer()?;
+                let ok = r.num()? == 1;
+                let next_seq = r.num()?;
+                let n = r.num()?.min(100_000) as usize;
+                let mut rooms = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    rooms.push((r.room()?, r.meta()?));
+                }
+                let n = r.num()?.min(10_000_000) as usize;
+                let mut lines = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    lines.push(r.field()?);
+                }
+                Self::Handover {
+                    origin,
+                    region,
+                    peer,
+                    ok,
+                    next_seq,
+                    rooms,
+                    lines,
+                }
+            }
+            _ => return Err(Malformed("unknown tag")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(s: &str) -> Meta {
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(s).unwrap();
+        Meta::from_raw(&raw).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let o: Arc<str> = "gw-1".into();
+        let r: Arc<str> = "eu".into();
+        let room = RoomName::new("r.1").unwrap();
+        let peer = PeerId::new("p_1").unwrap();
+        let all = [
+            Wire::Member {
+                origin: o.clone(),
+                region: r.clone(),
+                room: room.clone(),
+                peer: peer.clone(),
+                meta: meta(r#"{"a":1}"#),
+            },
+            Wire::Left {
+                origin: o.clone(),
+                region: r.clone(),
+                room: room.clone(),
+                peer: peer.clone(),
+                reason: LeaveReason::Disconnected,
+            },
+            Wire::Broadcast {
+                origin: o.clone(),
+                region: r.clone(),
+                room: room.clone(),
+                from: peer.clone(),
+                body: Bytes::from_static(b"{\"x\":\n1}"),
+            },
+            Wire::Deliver {
+                origin: o.clone(),
+                region: r.clone(),
+                room: room.clone(),
+                to: peer.clone(),
+                body: Bytes::from_static(b"{}"),
+            },
+            Wire::Takeover {
+                origin: o.clone(),
+                region: r.clone(),
+                peer: peer.clone(),
+                last_seq: 41,
+            },
+            Wire::Handover {
+                origin: o,
+                region: r,
+                peer,
+                ok: true,
+                next_seq: 43,
+                rooms: vec![(room, meta("{}"))],
+                lines: vec![Bytes::from_static(b"{\"seq\":42}")],
+            },
+        ];
+        for w in all {
+            assert_eq!(Wire::decode(w.encode()).unwrap(), w);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bytes in [&b""[..], b"Z", b"M\x05\0\0\0ab", b"D\xff\xff\xff\xff"] {
+            assert!(Wire::decode(Bytes::copy_from_slice(bytes)).is_err());
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Redis settings: where it is, how to authenticate, TLS. With none of them
+//! the gateway is standalone. The password never appears in `Debug` output,
+//! logs or errors.
+
+use clap::Args;
+use deadpool_redis::redis::{
+    self, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    RedisConnectionInfo, TlsCertificates,
+};
+use std::fmt;
+use std::time::Duration;
+
+/// Redis flags and variables.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (`redis://[user:password@]host:port` or `rediss://` for
+    /// TLS). Overrides REDIS_HOST/REDIS_PORT.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis host; setting it (or REDIS_URL) turns on scale-out.
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+    /// Redis port.
+    #[arg(long, env = "REDIS_PORT", default_value = "6379")]
+    pub redis_port: String,
+    /// Redis ACL user name.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// Redis password.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// Connect with TLS (`true`/`false`).
+    #[arg(long, env = "REDIS_TLS", default_value = "false")]
+    pub redis_tls: String,
+    /// CA certificate (PEM) that signed the Redis server's certificate.
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<String>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<String>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, env = "REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<String>,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "pantheon")]
+    pub redis_key_prefix: String,
+    /// Pooled Redis command connections.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value = "16")]
+    pub redis_pool_size: String,
+    /// An instance whose liveness key is this old is dead, in milliseconds.
+    #[arg(long, env = "INSTANCE_TTL_MS", default_value = "15000")]
+    pub instance_ttl_ms: String,
+}
+
+impl Default for RedisArgs {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_host: None,
+            redis_port: "6379".into(),
+            redis_username: None,
+            redis_password: None,
+            redis_tls: "false".into(),
+            redis_ca_cert: None,
+            redis_client_cert: None,
+            redis_client_key: None,
+            redis_key_prefix: "pantheon".into(),
+            redis_pool_size: "16".into(),
+            instance_ttl_ms: "15000".into(),
+        }
+    }
+}
+
+/// Validated Redis settings.
+#[derive(Clone)]
+pub struct Redis {
+    /// Where and how to connect.
+    pub connection: ConnectionInfo,
+    /// TLS roots and client identity, when TLS is on.
+    pub tls: Option<TlsCertificates>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Liveness TTL.
+    pub instance_ttl: Duration,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("address", &self.connection.addr().to_string())
+            .field("tls", &self.tls.is_some())
+            .field("prefix", &self.prefix)
+            .field("pool_size", &self.pool_size)
+            .field("instance_ttl", &self.instance_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn read_pem(name: &str, path: &str, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) if b.windows(10).any(|w| w == b"-----BEGIN") => Some(b),
+        Ok(_) => {
+            problems.push(format!("{name}: {path} is not a PEM file"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{name}: cannot read {path}: {e}"));
+            None
+        }
+    }
+}
+
+/// Validates the Redis settings; `None` when Redis is not configured.
+pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
+    let instance_ttl = match a.instance_ttl_ms.trim().parse::<u64>() {
+        Ok(ms) if (300..=3_600_000).contains(&ms) => Duration::from_millis(ms),
+        _ => {
+            problems.push(format!(
+                "INSTANCE_TTL_MS: {:?} must be a whole number from 300 to 3600000",
+                a.instance_ttl_ms
+            ));
+            Duration::from_secs(15)
+        }
+    };
+    let pool_size = match a.redis_pool_size.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => n,
+        _ => {
+            problems.push(format!(
+                "REDIS_POOL_SIZE: {:?} must be a whole number from 1 to 1024",
+                a.redis_pool_size
+            ));
+            16
+        }
+    };
+    let prefix = a.redis_key_prefix.trim().to_owned();
+    if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}', ' ']) {
+        problems.push(format!(
+            "REDIS_KEY_PREFIX: {prefix:?} must be 1-64 characters without spaces or braces"
+        ));
+    }
+    let tls_flag = match a.redis_tls.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" => false,
+        "true" | "1" | "yes" => true,
+        other => {
+            problems.push(format!("REDIS_TLS: {other:?} must be true or false"));
+            false
+        }
+    };
+    let mut connection: ConnectionInfo = if let Some(url) = non_empty(&a.redis_url) {
+        match url.into_connection_info() {
+            Ok(c) => c,
+            Err(_) => {
+                // The URL may hold the password: never echo it.
+                problems.push("REDIS_URL: not a valid redis:// or rediss:// URL".to_owned());
+                return None;
+            }
+        }
+    } else if let Some(host) = non_empty(&a.redis_host) {
+        let port = match a.redis_port.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                problems.push(format!("REDIS_PORT: {:?} is not a port", a.redis_port));
+                return None;
+            }
+        };
+        let addr = if tls_flag {
+            ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.to_owned(), port)
+        };
+        match addr.into_connection_info() {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("REDIS_HOST: {host:?}: {e}"));
+                return None;
+            }
+        }
+    } else {
+        if tls_flag || a.redis_password.is_some() || a.redis_ca_cert.is_some() {
+            problems.push(
+                "REDIS_HOST or REDIS_URL: Redis options are set but no Redis address".to_owned(),
+            );
+        }
+        return None;
+    };
+    let mut redis_info: RedisConnectionInfo = connection.redis_settings().clone();
+    if let Some(user) = non_empty(&a.redis_username) {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(pass) = a.redis_password.as_deref().filter(|p| !p.is_empty()) {
+        redis_info = redis_info.set_password(pass);
+    }
+    redis_info = redis_info.set_protocol(ProtocolVersion::RESP2);
+    connection = connection.set_redis_settings(redis_info);
+    let is_tls = matches!(connection.addr(), ConnectionAddr::TcpTls { .. });
+    if tls_flag && !is_tls {
+        problems.push("REDIS_TLS: true, but REDIS_URL is redis:// (use rediss://)".to_owned());
+    }
+    let tls = if is_tls {
+        let root_cert = a
+            .redis_ca_cert
+            .as_deref()
+            .and_then(|p| read_pem("REDIS_CA_CERT", p, problems));
+        let client_tls = match (&a.redis_client_cert, &a.redis_client_key) {
+            (Some(c), Some(k)) => Some(ClientTlsConfig {
+                client_cert: read_pem("REDIS_CLIENT_CERT", c, problems)?,
+                client_key: read_pem("REDIS_CLIENT_KEY", k, problems)?,
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push(
+                    "REDIS_CLIENT_CERT and REDIS_CLIENT_KEY: give both or neither".to_owned(),
+                );
+                None
+            }
+        };
+        if a.redis_ca_cert.is_some() && root_cert.is_none() {
+            // Verification was asked for and cannot be done: refuse to start
+            // rather than fall back to the system roots.
+            return None;
+        }
+        Some(TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    } else {
+        if a.redis_ca_cert.is_some() {
+            problems
+                .push("REDIS_CA_CERT: set, but TLS is off (REDIS_TLS=true or rediss://)".into());
+        }
+        None
+    };
+    // Builds the client once to catch bad TLS material at start-up.
+    let check = match &tls {
+        Some(t) => redis::Client::build_with_tls(connection.clone(), t.clone()).map(|_| ()),
+        None => redis::Client::open(connection.clone()).map(|_| ()),
+    };
+    if let Err(e) = check {
+        problems.push(format!(
+            "REDIS_CA_CERT / REDIS_CLIENT_*: unusable TLS material: {:?}",
+            e.kind()
+        ));
+    }
+    Some(Redis {
+        connection,
+        tls,
+        prefix,
+        pool_size,
+        instance_ttl,
+    })
+}
