@@ -806,25 +806,27 @@ impl Hub {
         peer.end(Some(CloseCode::TakenOver));
         let entry = inner.peers.remove(id).expect("checked above");
         let mut rooms = Vec::with_capacity(entry.rooms.len());
+        let there = Remote {
+            server: requester.clone(),
+            region: Arc::from(""),
+        };
         for room in entry.rooms {
-            if let Some(r) = inner.rooms.get_mut(&room) {
-                if let Some(m) = r.members.remove(id) {
-                    rooms.push((room.clone(), m.meta));
-                    r.local -= 1;
-                }
-                if r.local == 0 {
-                    inner.rooms.remove(&room);
-                    self.bus.unwatch(&room);
-                }
+            let Some(r) = inner.rooms.get_mut(&room) else {
+                continue;
+            };
+            if let Some(m) = r.members.get_mut(id) {
+                // Still a member for everyone here, now served elsewhere:
+                // the room sees no `peer_left`/`peer_joined` for a resume.
+                rooms.push((room.clone(), m.meta.clone()));
+                m.at = At::Remote(there.clone());
+                r.local -= 1;
+            }
+            if r.local == 0 {
+                inner.rooms.remove(&room);
+                self.bus.unwatch(&room);
             }
         }
-        inner.moved.insert(
-            id.clone(),
-            Remote {
-                server: requester.clone(),
-                region: Arc::from(""),
-            },
-        );
+        inner.moved.insert(id.clone(), there);
         self.set_gauges(inner);
         drop(guard);
         self.bus.hand_over(

@@ -174,7 +174,10 @@ struct Inner {
     outbox: mpsc::Sender<Op>,
     subs: mpsc::UnboundedSender<(String, bool, Option<oneshot::Sender<()>>)>,
     events: mpsc::UnboundedSender<Event>,
+    /// The pub/sub connection is up with every subscription restored.
     healthy: AtomicBool,
+    /// The last pipelined batch of commands succeeded.
+    commands_ok: AtomicBool,
     local: Mutex<Local>,
     claims: Mutex<HashMap<PeerId, oneshot::Sender<Wire>>>,
     metrics: Arc<Metrics>,
@@ -245,6 +248,7 @@ impl Redis {
             subs: subs_tx,
             events: events_tx,
             healthy: AtomicBool::new(false),
+            commands_ok: AtomicBool::new(false),
             local: Mutex::default(),
             claims: Mutex::default(),
             metrics,
@@ -442,6 +446,8 @@ async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: Cancellatio
         }
         let started = Instant::now();
         let result = tokio::time::timeout(COMMAND_TIMEOUT, run_batch(&inner, &mut batch)).await;
+        let ok = matches!(result, Ok(true));
+        inner.commands_ok.store(ok, Ordering::Relaxed);
         inner
             .metrics
             .redis_latency
@@ -471,12 +477,14 @@ fn fail(batch: &mut Vec<Op>, err: RouteError) {
     }
 }
 
-async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) {
+/// Runs one batch; false when Redis could not be reached.
+async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
     let mut conn = match inner.conn().await {
         Ok(c) => c,
         Err(e) => {
             inner.metrics.redis_errors.inc();
-            return fail(batch, e);
+            fail(batch, e);
+            return false;
         }
     };
     let mut pipe = redis::pipe();
@@ -504,7 +512,8 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) {
         Ok(r) => r,
         Err(e) => {
             inner.metrics.redis_errors.inc();
-            return fail(batch, unavailable(e));
+            fail(batch, unavailable(e));
+            return false;
         }
     };
     let mut replies = replies.into_iter();
@@ -543,6 +552,7 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) {
             }
         }
     }
+    true
 }
 
 /// Nobody listens on the recipient's instance channel: the instance is gone
@@ -875,7 +885,8 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
 
 impl Bus for Redis {
     fn health(&self) -> Health {
-        if self.inner.healthy.load(Ordering::Relaxed) {
+        let inner = &self.inner;
+        if inner.healthy.load(Ordering::Relaxed) && inner.commands_ok.load(Ordering::Relaxed) {
             Health::Ok
         } else {
             Health::Down
