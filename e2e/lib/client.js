@@ -7,12 +7,12 @@ export function endpoints(gw) {
 }
 
 /** Opens a session (`kind`: 'ws' | 'wt') in the page, kept as conns[key]. */
-export function open(p, gw, kind, { key = 'main', resume } = {}) {
-  return p.page.evaluate(async ({ gw, kind, key, resume }) => {
-    const c = await pantheon.Conn.open(kind, gw, { resume });
+export function open(p, gw, kind, { key = 'main', resume, pagehideCode } = {}) {
+  return p.page.evaluate(async ({ gw, kind, key, resume, pagehideCode }) => {
+    const c = await pantheon.Conn.open(kind, gw, { resume, pagehideCode });
     pantheon.conns[key] = c;
     return { peer: c.peer, session: c.session, resumed: c.welcome.resumed, lastSeq: c.lastSeq };
-  }, { gw: endpoints(gw), kind, key, resume });
+  }, { gw: endpoints(gw), kind, key, resume, pagehideCode });
 }
 
 export function join(p, room, { key = 'main', meta } = {}) {
@@ -44,9 +44,17 @@ export function received(p, match, { key = 'main', since = 0 } = {}) {
   }, { match, key, since });
 }
 
-/** Closes the session's transport with `code` (WebSocket close code or WebTransport closeCode). */
+/**
+ * Closes the session's transport with `code` (WebSocket close code or
+ * WebTransport closeCode). Returns the page's wall-clock time of the close.
+ */
 export function closeConn(p, code, reason = '', { key = 'main' } = {}) {
-  return p.page.evaluate(({ code, reason, key }) => { pantheon.conns[key].close(code, reason); }, { code, reason, key });
+  return p.page.evaluate(({ code, reason, key }) => pantheon.conns[key].close(code, reason), { code, reason, key });
+}
+
+/** A `ping` request answered by `pong`: the session is up. */
+export function ping(p, { key = 'main', ms = 3000 } = {}) {
+  return p.page.evaluate(({ key, ms }) => pantheon.conns[key].request({ type: 'ping' }, 'pong', ms), { key, ms });
 }
 
 /** Connection state: seq problems, close info, last seq. */

@@ -126,6 +126,12 @@ class Conn {
     c.welcome = await c.request(hello, 'welcome', 5000);
     c.peer = c.welcome.peer;
     c.session = c.welcome.session;
+    if (opts.pagehideCode !== undefined) {
+      // What a client that wants its session resumable after a reload does:
+      // Chromium itself closes a WebTransport session of an unloading page
+      // with code 0, a goodbye.
+      addEventListener('pagehide', () => c.close(opts.pagehideCode, 'page unload'));
+    }
     return c;
   }
 
@@ -137,6 +143,7 @@ class Conn {
       if (typeof m.seq === 'number') this.lastSeq = m.seq;
     }
     m.at = performance.now();
+    m.wall = Date.now(); // wall clock, comparable across pages
     const i = this.log.push(m) - 1;
     for (const h of this.handlers) h(m);
     for (const w of [...this.waiters]) {
@@ -193,7 +200,12 @@ class Conn {
     return withTimeout(new Promise((ok) => this.closedWaiters.push(ok)), ms, `the ${this.kind} transport to close`);
   }
 
-  close(code, reason) { this.t.close(code, reason); }
+  /** Closes the transport; returns the wall-clock time of the close. */
+  close(code, reason) {
+    const at = Date.now();
+    this.t.close(code, reason);
+    return at;
+  }
 }
 
 // --- WebRTC over Pantheon signaling -------------------------------------------
@@ -201,7 +213,7 @@ class Conn {
 // and nothing is to go to any other address.
 
 function isLoopback(c) {
-  return c.address === '127.0.0.1' || c.address === '::1';
+  return c.address === '127.0.0.1';
 }
 
 class RtcPeer {
@@ -212,6 +224,7 @@ class RtcPeer {
     this.polite = polite;
     this.stats = { sent: { sdp: 0, candidate: 0 }, received: { sdp: 0, candidate: 0 }, dropped: [] };
     this.messages = [];
+    this.receivedCandidates = [];
     this.pc = new RTCPeerConnection({ iceServers: [] });
     this.pendingRemote = [];
     this.pendingLocal = [];
@@ -269,6 +282,7 @@ class RtcPeer {
       for (const c of this.pendingRemote.splice(0)) await this.pc.addIceCandidate(c);
     } else if (data.candidate) {
       this.stats.received.candidate++;
+      this.receivedCandidates.push(data.candidate.candidate);
       if (this.pc.remoteDescription) await this.pc.addIceCandidate(data.candidate);
       else this.pendingRemote.push(data.candidate);
     }
@@ -299,6 +313,21 @@ class RtcPeer {
       await sleep(20);
     }
     return this.summary();
+  }
+
+  /**
+   * Waits until at least one ICE candidate came from the other side. (The
+   * connection may already be up through a peer-reflexive candidate learned
+   * from the other side's checks before its trickled candidate arrived.)
+   */
+  async candidates(ms) {
+    const deadline = performance.now() + ms;
+    while (this.receivedCandidates.length === 0) {
+      if (this.error) throw new Error(`signaling failed: ${this.error}`);
+      if (performance.now() > deadline) throw new Error(`no ICE candidate received through the gateway after ${ms} ms; signaling ${JSON.stringify(this.stats)}`);
+      await sleep(20);
+    }
+    return this.receivedCandidates;
   }
 
   async channelOpen(ms) {
