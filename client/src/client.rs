@@ -7,8 +7,8 @@ use crate::event::Event;
 use crate::fields::{IntoData, IntoPeer, IntoRoom};
 use crate::options::Options;
 use crate::seq::SeqTracker;
-use crate::transport::{Outgoing, TransportSink, TransportStream};
-use crate::ws;
+use crate::transport::{Outgoing, Transport, TransportSink, TransportStream};
+use crate::{ws, wt};
 use pantheon_protocol::{
     ClientMessage, PeerId, PeerInfo, Request, Resume, ServerMessage, Welcome, encode_client,
 };
@@ -66,27 +66,29 @@ impl Client {
         Self::connect_with(url, Options::default()).await
     }
 
-    /// Connects: opens the transport, sends `hello`, waits for `welcome`,
-    /// all within `options.connect_timeout`.
+    /// Connects: opens the transport the URL's scheme selects
+    /// ([`Transport::of_url`]: `ws://HOST:PORT/ws` → WebSocket,
+    /// `https://HOST:WT_PORT/wt` → WebTransport), sends `hello`, waits for
+    /// `welcome`, all within `options.connect_timeout`.
     ///
-    /// Only `ws://` URLs (WebSocket) are implemented; `wss://` needs a TLS
-    /// feature of tokio-tungstenite that this crate does not enable.
+    /// WebTransport trusts the server by [`Options::cert_hashes`] (see
+    /// [`crate::fetch_cert_hash`]), by [`Options::insecure_skip_verify`], or
+    /// else by the system's root certificates. `wss://` needs a TLS feature
+    /// of tokio-tungstenite that this crate does not enable.
     pub async fn connect_with(url: &str, options: Options) -> Result<Self, Error> {
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(Error::InvalidInput(format!(
-                "{url}: only ws:// (WebSocket) URLs are supported"
-            )));
-        }
+        let transport = Transport::of_url(url)?;
         let limit = options.connect_timeout;
         tokio::time::timeout(limit, async {
-            let upgrade = ws::Upgrade {
-                subprotocol: options.subprotocol.as_deref(),
-                origin: options.origin.as_deref(),
-                read_buffer: options.read_buffer,
-            };
-            let (conn, _selected) = ws::open(url, upgrade).await?;
-            let (sink, stream) = ws::split(conn);
-            Self::start(sink, stream, &options).await
+            match transport {
+                Transport::WebSocket => {
+                    let (sink, stream) = open_ws(url, &options).await?;
+                    Self::start(sink, stream, &options).await
+                }
+                Transport::WebTransport => {
+                    let (sink, stream) = wt::open(url, wt_dial(&options)).await?;
+                    Self::start(sink, stream, &options).await
+                }
+            }
         })
         .await
         .map_err(|_| Error::Timeout(limit))?
@@ -176,9 +178,15 @@ impl Client {
         Some(info.into())
     }
 
-    /// Says goodbye (close code 1000): the server ends the session at once
-    /// and its rooms see `peer_left` `left`. Returns the server's answering
-    /// close frame; events that arrived before it can still be read.
+    /// Says goodbye: the server ends the session at once and its rooms see
+    /// `peer_left` `left`. Events that arrived before can still be read.
+    ///
+    /// Over WebSocket: close code 1000; returns the server's answering
+    /// close frame. Over WebTransport: session close code 0, sent as the
+    /// gateway reads a goodbye from a client that cannot send the close
+    /// capsule (the control stream's FIN, acknowledged, then the QUIC
+    /// connection closed with 0); returns `code: Some(0)` once the
+    /// connection is closed.
     pub async fn close(&mut self) -> Result<CloseInfo, Error> {
         self.close_with(1000, "").await
     }
@@ -187,6 +195,11 @@ impl Client {
     /// starts the resume grace window instead of ending the session). Waits
     /// up to `Options::close_timeout` for the server's answer, then drops the
     /// connection and fails with [`Error::Timeout`].
+    ///
+    /// Over WebTransport, 0 and 1000 are the goodbye of [`Client::close`];
+    /// any other code closes the QUIC connection at once with that code,
+    /// which the gateway counts as a loss (the grace window starts) and
+    /// which discards messages not yet sent.
     pub async fn close_with(&mut self, code: u16, reason: &str) -> Result<CloseInfo, Error> {
         if let Some(info) = self.shared.close_info() {
             return Ok(info);
@@ -207,7 +220,9 @@ impl Client {
         }
     }
 
-    /// Drops the connection without a close frame, as a network loss would:
+    /// Drops the connection without a close frame (over WebTransport:
+    /// resets the control stream and lets the QUIC connection go without a
+    /// goodbye), as a network loss would:
     /// the server keeps the session for its grace window, so it can be
     /// resumed with [`Handle::resume_info`]. Returns once the socket is
     /// closed. Events already received can still be read; then
@@ -237,6 +252,30 @@ impl Drop for Client {
         self.reader.abort();
         self.writer.abort();
         self.shared.set_closed(CloseInfo::lost("client dropped"));
+    }
+}
+
+/// Opens a WebSocket with `options`.
+pub(crate) async fn open_ws(
+    url: &str,
+    options: &Options,
+) -> Result<(ws::WsSink, ws::WsStream), Error> {
+    let upgrade = ws::Upgrade {
+        subprotocol: options.subprotocol.as_deref(),
+        origin: options.origin.as_deref(),
+        read_buffer: options.read_buffer,
+    };
+    let (conn, _selected) = ws::open(url, upgrade).await?;
+    Ok(ws::split(conn))
+}
+
+/// How `options` open a WebTransport session.
+pub(crate) fn wt_dial(options: &Options) -> wt::Dial<'_> {
+    wt::Dial {
+        origin: options.origin.as_deref(),
+        cert_hashes: &options.cert_hashes,
+        insecure: options.insecure_skip_verify,
+        read_buffer: options.read_buffer,
     }
 }
 

@@ -75,7 +75,10 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The WebSocket upgrade failed: a non-101 answer, or a 101 whose headers
-    /// do not match the request (e.g. no subprotocol selected).
+    /// do not match the request (e.g. no subprotocol selected); or the
+    /// server rejected the WebTransport CONNECT (wtransport does not tell
+    /// the status); or an HTTP request ([`crate::fetch_cert_hash`]) was not
+    /// answered 200.
     #[error("handshake failed (HTTP status {status:?}): {message}")]
     Handshake {
         /// The HTTP status the server answered with, when it answered.
@@ -83,7 +86,8 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
-    /// A WebSocket-level failure other than I/O (bad frame, bad UTF-8, ...).
+    /// A transport-level failure other than I/O (bad WebSocket frame, bad
+    /// UTF-8, a QUIC or HTTP/3 error, ...).
     #[error("transport error: {0}")]
     Transport(String),
     /// The server broke the protocol: an undecodable message, a reply of the

@@ -17,8 +17,10 @@ pub struct Options {
     pub resume: Option<Resume>,
     /// Offered in `Sec-WebSocket-Protocol`; default `Some("pantheon.v1")`.
     /// When the server selects none while one was offered, the upgrade fails.
+    /// WebSocket only (a WebTransport URL carries the version as `?v=1`).
     pub subprotocol: Option<String>,
-    /// Sent as the `Origin` header.
+    /// Sent as the `Origin` header (of the WebSocket upgrade, or of the
+    /// WebTransport extended CONNECT).
     pub origin: Option<String>,
     /// `hello.id`, echoed by `welcome`; default none.
     pub hello_id: Option<u64>,
@@ -39,8 +41,42 @@ pub struct Options {
     /// Messages queued for sending. When full, sending waits. Default 1 024.
     pub send_buffer: usize,
     /// The WebSocket read buffer, allocated per connection: large for
-    /// throughput, small for many idle connections. Default 64 KiB.
+    /// throughput, small for many idle connections. Default 64 KiB. Over
+    /// WebTransport, the most read from the control stream at once
+    /// (between 1 KiB and 64 KiB).
     pub read_buffer: usize,
+    /// WebTransport: trust a server whose certificate has one of these
+    /// SHA-256 digests (of the DER certificate), as a browser's
+    /// `serverCertificateHashes` does. The certificate must then also be
+    /// ECDSA P-256 and valid for at most 14 days; the gateway's
+    /// self-signed one is, and serves its hash at
+    /// `/webtransport/cert-hash` ([`crate::fetch_cert_hash`]). When empty
+    /// (the default), the server's certificate is verified against the
+    /// system's root certificates.
+    pub cert_hashes: Vec<[u8; 32]>,
+    /// WebTransport: accept any server certificate. For tests only: it
+    /// gives up on knowing who the server is.
+    pub insecure_skip_verify: bool,
+}
+
+impl Options {
+    /// Default options that accept any WebTransport server certificate
+    /// ([`Options::insecure_skip_verify`]). For tests only.
+    pub fn insecure() -> Self {
+        Self {
+            insecure_skip_verify: true,
+            ..Self::default()
+        }
+    }
+
+    /// Default options that trust the WebTransport server certificate with
+    /// this SHA-256 digest ([`Options::cert_hashes`]).
+    pub fn with_cert_hash(hash: [u8; 32]) -> Self {
+        Self {
+            cert_hashes: vec![hash],
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -57,6 +93,8 @@ impl Default for Options {
             event_buffer: 1024,
             send_buffer: 1024,
             read_buffer: 64 * 1024,
+            cert_hashes: Vec::new(),
+            insecure_skip_verify: false,
         }
     }
 }

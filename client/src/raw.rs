@@ -2,6 +2,9 @@
 //! never sends: silence instead of `hello`, a wrong subprotocol, binary or
 //! oversized frames, and close codes seen frame by frame.
 //!
+//! [`RawSession`] is the same over either transport (the URL selects it, as
+//! for [`crate::Client`]): messages as they are, no `hello`, the close code.
+//!
 //! ```no_run
 //! # async fn t() -> Result<(), pantheon_client::Error> {
 //! use pantheon_client::raw::{RawOptions, RawSocket};
@@ -12,11 +15,15 @@
 //! # Ok(()) }
 //! ```
 
+use crate::client::{open_ws, wt_dial};
 use crate::error::{CloseInfo, Error, from_ws};
-use crate::options::SUBPROTOCOL;
-use crate::ws;
-use futures_util::{SinkExt, StreamExt};
+use crate::options::{Options, SUBPROTOCOL};
+use crate::transport::{Incoming, Outgoing, Transport};
+use crate::{ws, wt};
+use futures_util::stream::BoxStream;
+use futures_util::{Sink, SinkExt, StreamExt};
 use pantheon_protocol::{ClientMessage, Received, decode_server, encode_client};
+use std::pin::Pin;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -210,5 +217,138 @@ impl RawSocket {
     /// Gives the underlying stream up.
     pub fn into_inner(self) -> WebSocket {
         self.conn
+    }
+}
+
+type BoxSink = Pin<Box<dyn Sink<Outgoing, Error = Error> + Send>>;
+
+/// A bare session over WebSocket or WebTransport: nothing is sent but what
+/// it is told to send (no `hello`), and what comes is read as it comes.
+///
+/// ```no_run
+/// # async fn t() -> Result<(), pantheon_client::Error> {
+/// use pantheon_client::Options;
+/// use pantheon_client::raw::RawSession;
+/// let mut s = RawSession::connect_with("https://127.0.0.1:3000/wt", &Options::insecure()).await?;
+/// // Send nothing: the server closes with 4001 after HELLO_TIMEOUT_MS.
+/// assert_eq!(s.recv_close().await?.code, Some(4001));
+/// # Ok(()) }
+/// ```
+pub struct RawSession {
+    transport: Transport,
+    sink: BoxSink,
+    stream: BoxStream<'static, Result<Incoming, Error>>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for RawSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSession")
+            .field("transport", &self.transport)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawSession {
+    /// Opens the transport the URL selects, with the connection options of
+    /// `options` (subprotocol, `Origin`, certificate trust, read buffer,
+    /// `connect_timeout`); sends nothing.
+    pub async fn connect_with(url: &str, options: &Options) -> Result<Self, Error> {
+        let transport = Transport::of_url(url)?;
+        let limit = options.connect_timeout;
+        let open = async {
+            Ok::<_, Error>(match transport {
+                Transport::WebSocket => {
+                    let (sink, stream) = open_ws(url, options).await?;
+                    (Box::pin(sink) as BoxSink, stream.boxed())
+                }
+                Transport::WebTransport => {
+                    let (sink, stream) = wt::open(url, wt_dial(options)).await?;
+                    (Box::pin(sink) as BoxSink, stream.boxed())
+                }
+            })
+        };
+        let (sink, stream) = tokio::time::timeout(limit, open)
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        Ok(Self {
+            transport,
+            sink,
+            stream,
+            ended: false,
+        })
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Sends one message as it is: a text frame, or a line (`\n` added).
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), Error> {
+        self.sink.send(Outgoing::Text(text.into())).await
+    }
+
+    /// Sends a protocol message.
+    pub async fn send_message(&mut self, message: &ClientMessage) -> Result<(), Error> {
+        self.send_text(encode_client(message)).await
+    }
+
+    /// Sends bytes that are not a message: a binary frame over WebSocket,
+    /// the bytes as they are (no `\n` added) over WebTransport.
+    pub async fn send_bytes(&mut self, bytes: impl Into<Vec<u8>>) -> Result<(), Error> {
+        self.sink.send(Outgoing::Binary(bytes.into())).await
+    }
+
+    /// Closes with a code and reason (see [`crate::Client::close_with`] for
+    /// what each code means over WebTransport); read the outcome with
+    /// [`Self::recv_close`].
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
+        let close = Outgoing::Close {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.sink.send(close).await
+    }
+
+    /// The next message. The end of the connection is [`Error::Closed`]
+    /// with its code; a binary frame or undecodable text is
+    /// [`Error::Protocol`].
+    pub async fn recv_message(&mut self) -> Result<Received, Error> {
+        if self.ended {
+            return Err(CloseInfo::lost("connection ended").into());
+        }
+        match self.stream.next().await {
+            Some(Ok(Incoming::Text(t))) => decode_server(&t)
+                .map_err(|e| Error::Protocol(format!("{e}: {}", String::from_utf8_lossy(&t)))),
+            Some(Ok(Incoming::Binary)) => {
+                Err(Error::Protocol("binary frame from the server".into()))
+            }
+            Some(Ok(Incoming::Closed(info))) => {
+                self.ended = true;
+                Err(info.into())
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Err(e)
+            }
+            None => {
+                self.ended = true;
+                Err(CloseInfo::lost("connection ended without a close").into())
+            }
+        }
+    }
+
+    /// Reads until the connection ends, skipping messages; its close code
+    /// and reason (`code: None` when it was lost without one).
+    pub async fn recv_close(&mut self) -> Result<CloseInfo, Error> {
+        loop {
+            match self.recv_message().await {
+                Ok(_) | Err(Error::Protocol(_)) => {}
+                Err(Error::Closed { code, reason }) => return Ok(CloseInfo { code, reason }),
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! A transport is a [`Sink`] of [`Outgoing`] and a [`Stream`] of
 //! [`Incoming`]: text messages in, text messages out, and a close code at the
-//! end. The WebSocket transport ([`crate::ws`]) maps frames onto it; a
-//! WebTransport transport would map NDJSON lines on its bidirectional stream
-//! and the session close code the same way, and the session logic
-//! ([`crate::connection`]) stays as it is.
+//! end. The WebSocket transport ([`crate::ws`]) maps frames onto it, the
+//! WebTransport transport ([`crate::wt`]) NDJSON lines on its bidirectional
+//! stream and the session close code; the session logic
+//! ([`crate::connection`]) is the same for both.
 
 use crate::error::{CloseInfo, Error};
 use bytes::Bytes;
@@ -52,3 +52,72 @@ pub(crate) trait TransportStream:
 {
 }
 impl<T: Stream<Item = Result<Incoming, Error>> + Send + Unpin + 'static> TransportStream for T {}
+
+/// Which transport a URL selects (PROTOCOL.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// `ws://HOST:PORT/ws` (and `wss://`, which this crate cannot open: no
+    /// TLS feature of tokio-tungstenite is enabled).
+    WebSocket,
+    /// `https://HOST:WT_PORT/wt`: WebTransport over HTTP/3 (QUIC, UDP).
+    WebTransport,
+}
+
+impl Transport {
+    /// The transport a URL's scheme selects: `ws://`/`wss://` →
+    /// WebSocket, `https://` → WebTransport.
+    pub fn of_url(url: &str) -> Result<Self, Error> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("ws" | "wss") => Ok(Self::WebSocket),
+            Some("https") => Ok(Self::WebTransport),
+            _ => Err(Error::InvalidInput(format!(
+                "{url}: expected ws:// or wss:// (WebSocket) or https:// (WebTransport)"
+            ))),
+        }
+    }
+
+    /// A short name: `ws` or `wt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws",
+            Self::WebTransport => "wt",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WebSocket => "WebSocket",
+            Self::WebTransport => "WebTransport",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_selects_the_transport() {
+        assert_eq!(
+            Transport::of_url("ws://127.0.0.1:3000/ws").unwrap(),
+            Transport::WebSocket
+        );
+        assert_eq!(
+            Transport::of_url("WSS://example.org/ws").unwrap(),
+            Transport::WebSocket
+        );
+        assert_eq!(
+            Transport::of_url("https://127.0.0.1:3000/wt").unwrap(),
+            Transport::WebTransport
+        );
+        for bad in ["http://127.0.0.1/ws", "127.0.0.1:3000", ""] {
+            assert!(matches!(
+                Transport::of_url(bad),
+                Err(Error::InvalidInput(_))
+            ));
+        }
+    }
+}
