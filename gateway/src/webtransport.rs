@@ -107,8 +107,23 @@ pub fn transport(config: &Config) -> quinn::TransportConfig {
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_BUFFER)
         .max_idle_timeout(quinn::IdleTimeout::try_from(config.ping_timeout).ok())
-        .keep_alive_interval(Some(config.ping_interval));
+        .keep_alive_interval(Some(keep_alive(config.ping_interval, config.ping_timeout)));
     t
+}
+
+/// The QUIC keep-alive interval: `PING_INTERVAL_MS`, but short enough for
+/// the client's idle timer. Chromium closes a connection after the
+/// negotiated idle timeout *minus one second* without network activity
+/// (seen as "No recent network activity after 504746us. Timeout:500ms" with
+/// a 1.5 s idle timeout), so the server must be heard well within that.
+fn keep_alive(interval: Duration, idle: Duration) -> Duration {
+    const CLIENT_MARGIN: Duration = Duration::from_secs(1);
+    let client_idle = if idle > CLIENT_MARGIN {
+        idle - CLIENT_MARGIN
+    } else {
+        idle
+    };
+    interval.min(client_idle / 2)
 }
 
 /// Accepts WebTransport sessions until `stop` is cancelled, then refuses new
@@ -276,6 +291,17 @@ mod tests {
             headers.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
         }
         check(path, query, &headers, allowed, draining).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn keep_alive_stays_within_the_clients_idle_timer() {
+        let ms = Duration::from_millis;
+        // The defaults: PING_INTERVAL_MS as it is.
+        assert_eq!(keep_alive(ms(25_000), ms(60_000)), ms(25_000));
+        // Chromium's timer for a 1.5 s idle timeout is 0.5 s.
+        assert_eq!(keep_alive(ms(500), ms(1_500)), ms(250));
+        assert_eq!(keep_alive(ms(100), ms(600)), ms(100));
+        assert_eq!(keep_alive(ms(500), ms(600)), ms(300));
     }
 
     #[test]

@@ -173,9 +173,15 @@ impl Reader {
             Some(SessionError::WebTransportError(WebTransportError::Closed(code, _))) => Some(code),
             _ => None,
         };
-        Inbound::Closed {
-            goodbye: capsule.map_or(finished, |code| code == 0),
-        }
+        let goodbye = capsule.map_or(finished, |code| code == 0);
+        tracing::debug!(
+            client = %self.session.remote_address(),
+            finished,
+            ?reason,
+            goodbye,
+            "WebTransport control stream ended"
+        );
+        Inbound::Closed { goodbye }
     }
 }
 
@@ -227,6 +233,7 @@ impl Outgoing {
         // and a client that does not read would only delay the close.
         let urgent = matches!(code, CloseCode::TakenOver | CloseCode::SlowConsumer);
         let session = self.session.clone();
+        tracing::debug!(client = %session.remote_address(), %code, "closing WebTransport session");
         self.tasks.spawn(async move {
             if let (Some(send), false) = (send, urgent) {
                 let _ = tokio::time::timeout(CLOSE_DRAIN, drain(send, rest)).await;
