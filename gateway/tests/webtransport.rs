@@ -46,12 +46,16 @@ impl Gw {
     }
 
     async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::on("127.0.0.1:0".parse().unwrap(), adjust).await
+    }
+
+    /// With the WebTransport listener bound to `wt_addr`.
+    async fn on(wt_addr: SocketAddr, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_tests(0);
         adjust(&mut config);
         let certs = Arc::new(Store::new(Source::self_signed_local()).expect("dev cert"));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let wt = webtransport::Listener::bind("127.0.0.1:0".parse().unwrap(), &certs, &config)
-            .expect("bind WebTransport");
+        let wt = webtransport::Listener::bind(wt_addr, &certs, &config).expect("bind WebTransport");
         let (http, wt_addr) = (tcp.local_addr().unwrap(), wt.local_addr().unwrap());
         let gateway = Gateway::builder(config)
             .webtransport(certs.clone(), wt)
@@ -313,6 +317,22 @@ async fn hello_and_welcome_over_ndjson() {
     let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["connections"]["webtransport"], 1, "{health}");
     assert_eq!(health["connections"]["websocket"], 0, "{health}");
+}
+
+#[tokio::test]
+async fn an_unspecified_ipv6_address_serves_ipv4_and_ipv6() {
+    // `localhost` makes browsers try ::1 first.
+    let gw = Gw::on("[::]:0".parse().unwrap(), |_| {}).await;
+    for host in ["127.0.0.1", "[::1]", "localhost"] {
+        let url = format!("https://{host}:{}/wt", gw.wt.port());
+        let conn = gw
+            .connect_to(ConnectOptions::builder(url).build())
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let mut wt = Wt::open(conn).await;
+        wt.send(json!({"type": "hello"})).await;
+        assert_eq!(wt.recv().await["type"], "welcome", "{host}");
+    }
 }
 
 #[tokio::test]
