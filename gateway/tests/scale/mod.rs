@@ -402,3 +402,113 @@ pub async fn ordering_across_instances(gws: &[&Gateway], n: u64) {
         within(WAIT, "close", c.close()).await.unwrap();
     }
 }
+
+/// Joins every client to `room` in turn (meta `{"n": index}`), each
+/// earlier member consuming the `peer_joined` of each later one.
+pub async fn join_all(room: &str, cs: &mut [&mut Client]) {
+    for j in 0..cs.len() {
+        let (before, rest) = cs.split_at_mut(j);
+        let c = &rest[0];
+        let meta = json!({ "n": j });
+        within(WAIT, "join", c.join(room, Some(meta.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("join {room}: {e}"));
+        for o in before.iter_mut() {
+            assert_eq!(expect_peer_joined(o, room, c.peer()).await, meta);
+        }
+    }
+}
+
+/// What a client saw, sorted by kind.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Signal data by sender, in arrival order.
+    pub signals: BTreeMap<String, Vec<Value>>,
+    /// `(room, peer, reason)` of each `peer_left`, with when it came.
+    pub left: Vec<(String, String, String, tokio::time::Instant)>,
+    /// The `seq` of the first message.
+    pub first_seq: Option<u64>,
+    /// Anything else.
+    pub other: Vec<ServerMessage>,
+}
+
+impl Seen {
+    /// The signals from `from`.
+    pub fn from(&self, from: &PeerId) -> &[Value] {
+        self.signals
+            .get(from.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The `peer_left`s as `(room, peer, reason)`, sorted.
+    pub fn left_sorted(&self) -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = self
+            .left
+            .iter()
+            .map(|(r, p, why, _)| (r.clone(), p.clone(), why.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Reads `c`'s events into `seen` until `done(seen)` holds; fails the test
+/// after `limit` or when the connection ends.
+pub async fn observe(
+    c: &mut Client,
+    seen: &mut Seen,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Seen) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(seen) {
+        let ev = match tokio::time::timeout_at(deadline, c.next_event()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => panic!("{what}: connection ended; seen so far {seen:?}"),
+            Err(_) => panic!("{what}: timed out after {limit:?}; seen so far {seen:?}"),
+        };
+        match ev {
+            Event::Message { seq, message } => {
+                if seen.first_seq.is_none() {
+                    seen.first_seq = seq;
+                }
+                match message {
+                    ServerMessage::Signal { from, data, .. } => seen
+                        .signals
+                        .entry(from.to_string())
+                        .or_default()
+                        .push(json_of(&data)),
+                    ServerMessage::PeerLeft { room, peer, reason } => seen.left.push((
+                        room.to_string(),
+                        peer.to_string(),
+                        serde_json::to_value(reason)
+                            .unwrap()
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        tokio::time::Instant::now(),
+                    )),
+                    other => seen.other.push(other),
+                }
+            }
+            Event::Closed { .. } => panic!("{what}: closed; seen so far {seen:?}"),
+        }
+    }
+}
+
+/// `(room, peer, "disconnected")` for each pair, sorted.
+pub fn disconnected(pairs: &[(&str, &PeerId)]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = pairs
+        .iter()
+        .map(|(r, p)| (r.to_string(), p.to_string(), "disconnected".to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `{"i": i}` for each `i` in `range`.
+pub fn numbered(range: std::ops::Range<u64>) -> Vec<Value> {
+    range.map(|i| json!({ "i": i })).collect()
+}
