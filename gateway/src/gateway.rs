@@ -146,6 +146,7 @@ impl Gateway {
             (None, Some(r)) => {
                 let settings = RedisSettings {
                     connection: r.connection.clone(),
+                    cluster_nodes: r.cluster_nodes.clone(),
                     tls: r.tls.clone(),
                     prefix: r.prefix.clone(),
                     pool_size: r.pool_size,

@@ -28,10 +28,11 @@ use deadpool_redis::redis;
 use futures_util::StreamExt;
 use pantheon_protocol::{LeaveReason, Meta, PeerId, RoomName};
 use rand::Rng;
+use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -51,6 +52,9 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Settings {
     /// Connection parameters (TLS and credentials included).
     pub connection: redis::ConnectionInfo,
+    /// Redis Cluster seed nodes (`host:port`); when set, `connection`
+    /// supplies only credentials and TLS.
+    pub cluster_nodes: Option<Vec<String>>,
     /// Root certificate and client identity for TLS.
     pub tls: Option<redis::TlsCertificates>,
     /// Key prefix.
@@ -139,6 +143,70 @@ redis.call('DEL', KEYS[2])
 return {total, msgs}
 ";
 
+/// Where commands go: a pool of connections to one Redis, or the one
+/// multiplexed connection to a Redis Cluster (it routes by slot itself;
+/// deadpool-redis's cluster manager cannot take TLS certificates).
+enum Commands {
+    Single(deadpool_redis::Pool),
+    Cluster(Arc<OnceLock<ClusterConnection>>),
+}
+
+enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// Runs a pipeline and answers every command's reply (ignored or not). On a
+/// cluster a pipeline must stay in one slot, so the commands go out one by
+/// one — still pipelined on the wire, in order per node.
+async fn exec(conn: &mut Conn, pipe: &redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
+    match conn {
+        Conn::Single(c) => {
+            let mut all = redis::pipe();
+            for cmd in pipe.cmd_iter() {
+                all.add_command(cmd.clone());
+            }
+            all.query_async(&mut **c).await
+        }
+        Conn::Cluster(c) => {
+            let calls = pipe.cmd_iter().map(|cmd| {
+                let mut c = c.clone();
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<Value>(&mut c).await }
+            });
+            futures_util::future::join_all(calls)
+                .await
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
 enum Op {
     /// Plain commands whose replies are only checked for errors.
     Cmds {
@@ -169,10 +237,11 @@ struct Local {
 struct Inner {
     s: Settings,
     keys: Keys,
-    pool: deadpool_redis::Pool,
-    client: redis::Client,
+    commands: Commands,
+    /// `PUBLISH`, or `SPUBLISH` (sharded pub/sub) on a Redis Cluster.
+    publish: &'static str,
     outbox: mpsc::Sender<Op>,
-    subs: mpsc::UnboundedSender<(String, bool, Option<oneshot::Sender<()>>)>,
+    subs: mpsc::UnboundedSender<SubCmd>,
     events: mpsc::UnboundedSender<Event>,
     /// The pub/sub connection is up with every subscription restored.
     healthy: AtomicBool,
@@ -221,19 +290,57 @@ impl Redis {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), SetupError> {
-        let client = match &s.tls {
-            Some(certs) => redis::Client::build_with_tls(s.connection.clone(), certs.clone())?,
-            None => redis::Client::open(s.connection.clone())?,
+        let (commands, publish, source) = match &s.cluster_nodes {
+            None => {
+                let client = match &s.tls {
+                    Some(certs) => {
+                        redis::Client::build_with_tls(s.connection.clone(), certs.clone())?
+                    }
+                    None => redis::Client::open(s.connection.clone())?,
+                };
+                let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .max_size(s.pool_size)
+                    .wait_timeout(Some(COMMAND_TIMEOUT))
+                    .create_timeout(Some(COMMAND_TIMEOUT))
+                    .recycle_timeout(Some(COMMAND_TIMEOUT))
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| SetupError::Pool(e.to_string()))?;
+                (Commands::Single(pool), "PUBLISH", Source::Single(client))
+            }
+            Some(nodes) => {
+                let (push_tx, push_rx) = mpsc::unbounded_channel();
+                let tls = matches!(s.connection.addr(), redis::ConnectionAddr::TcpTls { .. });
+                let scheme = if tls { "rediss" } else { "redis" };
+                let urls: Vec<String> = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
+                let settings = s.connection.redis_settings();
+                let mut b = redis::cluster::ClusterClientBuilder::new(urls)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(push_tx)
+                    .connection_timeout(COMMAND_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT);
+                if let Some(user) = settings.username() {
+                    b = b.username(user);
+                }
+                if let Some(pass) = settings.password() {
+                    b = b.password(pass);
+                }
+                if tls {
+                    b = b.tls(redis::TlsMode::Secure);
+                    if let Some(certs) = &s.tls {
+                        b = b.certs(certs.clone());
+                    }
+                }
+                let client = b.build()?;
+                let conn = Arc::new(OnceLock::new());
+                (
+                    Commands::Cluster(conn.clone()),
+                    "SPUBLISH",
+                    Source::Cluster(client, conn, push_rx),
+                )
+            }
         };
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .max_size(s.pool_size)
-            .wait_timeout(Some(COMMAND_TIMEOUT))
-            .create_timeout(Some(COMMAND_TIMEOUT))
-            .recycle_timeout(Some(COMMAND_TIMEOUT))
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .map_err(|e| SetupError::Pool(e.to_string()))?;
         let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX);
         let (subs_tx, subs_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -242,8 +349,8 @@ impl Redis {
         };
         let inner = Arc::new(Inner {
             keys,
-            pool,
-            client,
+            commands,
+            publish,
             outbox: outbox_tx,
             subs: subs_tx,
             events: events_tx,
@@ -258,7 +365,21 @@ impl Redis {
             s,
         });
         tokio::spawn(outbox(inner.clone(), outbox_rx, stop.clone()));
-        tokio::spawn(subscriber(inner.clone(), subs_rx, stop.clone()));
+        match source {
+            Source::Single(client) => {
+                tokio::spawn(subscriber(inner.clone(), client, subs_rx, stop.clone()));
+            }
+            Source::Cluster(client, conn, pushes) => {
+                tokio::spawn(cluster_subscriber(
+                    inner.clone(),
+                    client,
+                    conn,
+                    pushes,
+                    subs_rx,
+                    stop.clone(),
+                ));
+            }
+        }
         tokio::spawn(heartbeat(inner.clone(), stop));
         Ok((Self { inner }, events_rx))
     }
@@ -428,8 +549,15 @@ impl Inner {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, RouteError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Conn, RouteError> {
+        match &self.commands {
+            Commands::Single(pool) => pool.get().await.map(Conn::Single).map_err(unavailable),
+            Commands::Cluster(c) => {
+                c.get().cloned().map(Conn::Cluster).ok_or_else(|| {
+                    RouteError::Unavailable("redis cluster not connected yet".into())
+                })
+            }
+        }
     }
 }
 
@@ -501,14 +629,14 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
             Op::Direct {
                 server, payload, ..
             } => {
-                pipe.cmd("PUBLISH")
+                pipe.cmd(inner.publish)
                     .arg(inner.keys.ch_srv(server))
                     .arg(payload.as_ref());
                 counts.push(1);
             }
         }
     }
-    let replies: Vec<Value> = match pipe.query_async(&mut *conn).await {
+    let replies: Vec<Value> = match exec(&mut conn, &pipe).await {
         Ok(r) => r,
         Err(e) => {
             inner.metrics.redis_errors.inc();
@@ -560,7 +688,7 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
 /// send it where the session is now.
 async fn orphan_delivery(
     inner: &Inner,
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut Conn,
     dead: &str,
     to: &PeerId,
     payload: Bytes,
@@ -575,17 +703,17 @@ async fn orphan_delivery(
         .arg(body.as_ref())
         .arg(inner.s.resume_buffer.max(1))
         .arg(inner.long_ttl_ms())
-        .invoke_async(&mut **conn)
+        .invoke_async(conn)
         .await
         .map_err(unavailable)?;
     match reply.as_deref() {
         None => Err(RouteError::NotFound),
         Some("inbox") => Ok(()),
         Some(now) => {
-            let n: i64 = redis::cmd("PUBLISH")
+            let n: i64 = redis::cmd(inner.publish)
                 .arg(k.ch_srv(now))
                 .arg(payload.as_ref())
-                .query_async(&mut **conn)
+                .query_async(conn)
                 .await
                 .map_err(unavailable)?;
             if n > 0 {
@@ -602,7 +730,8 @@ async fn orphan_delivery(
 /// instance's state after every reconnect.
 async fn subscriber(
     inner: Arc<Inner>,
-    mut cmds: mpsc::UnboundedReceiver<(String, bool, Option<oneshot::Sender<()>>)>,
+    client: redis::Client,
+    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -610,7 +739,7 @@ async fn subscriber(
     loop {
         let pubsub = tokio::select! {
             () = stop.cancelled() => return,
-            r = tokio::time::timeout(COMMAND_TIMEOUT * 2, inner.client.get_async_pubsub()) => r,
+            r = tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_async_pubsub()) => r,
         };
         let (mut sink, mut stream) = match pubsub {
             Ok(Ok(p)) => p.split(),
@@ -684,6 +813,104 @@ async fn subscriber(
     }
 }
 
+/// Where pub/sub messages come from.
+enum Source {
+    Single(redis::Client),
+    Cluster(
+        redis::cluster::ClusterClient,
+        Arc<OnceLock<ClusterConnection>>,
+        mpsc::UnboundedReceiver<redis::PushInfo>,
+    ),
+}
+
+type SubCmd = (String, bool, Option<oneshot::Sender<()>>);
+
+/// Sharded pub/sub on a Redis Cluster: the cluster connection routes each
+/// `SSUBSCRIBE` to the shard that owns the channel and restores
+/// subscriptions after reconnecting; messages arrive as RESP3 pushes.
+async fn cluster_subscriber(
+    inner: Arc<Inner>,
+    client: redis::cluster::ClusterClient,
+    slot: Arc<OnceLock<ClusterConnection>>,
+    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    mut cmds: mpsc::UnboundedReceiver<SubCmd>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut conn = loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = client.get_async_connection() => match r {
+                Ok(c) => break c,
+                Err(e) => tracing::warn!(error = %e, "redis cluster connection failed"),
+            },
+        }
+        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    };
+    let _ = slot.set(conn.clone());
+    let mut channels = vec![inner.keys.ch_srv(&inner.s.server)];
+    channels.extend(
+        lock(&inner.local)
+            .watched
+            .iter()
+            .map(|r| inner.keys.ch_room(r.as_str())),
+    );
+    for ch in &channels {
+        if let Err(e) = conn.ssubscribe(ch).await {
+            tracing::warn!(error = %e, "redis cluster subscribe failed");
+        }
+    }
+    inner.healthy.store(true, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            cmd = cmds.recv() => {
+                let Some((channel, subscribe, ack)) = cmd else { return };
+                let r = if subscribe { conn.ssubscribe(&channel).await } else { conn.sunsubscribe(&channel).await };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "redis cluster (un)subscribe failed");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                match push.kind {
+                    redis::PushKind::SMessage | redis::PushKind::Message => {
+                        if let Some(Value::BulkString(payload)) = push.data.get(1) {
+                            inner.on_message(Bytes::copy_from_slice(payload));
+                        }
+                    }
+                    redis::PushKind::Disconnection => {
+                        // The connection reconnects and resubscribes by
+                        // itself; re-assert once commands work again.
+                        inner.healthy.store(false, Ordering::Relaxed);
+                        inner.metrics.redis_reconnects.inc();
+                        let again = inner.clone();
+                        let mut probe = conn.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut probe).await;
+                                if pong.is_ok() {
+                                    break;
+                                }
+                            }
+                            *lock(&again.judge_after) = Instant::now() + again.s.instance_ttl * 2;
+                            reassert(&again);
+                            again.healthy.store(true, Ordering::Relaxed);
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 fn reassert(inner: &Inner) {
     let mut pipe = redis::pipe();
     pipe.cmd("SET")
@@ -707,11 +934,12 @@ async fn snapshot(inner: &Inner, room: &RoomName) -> Result<Vec<RemoteMember>, R
         COMMAND_TIMEOUT,
         redis::cmd("HGETALL")
             .arg(inner.keys.room(room.as_str()))
-            .query_async(&mut *conn),
+            .query_async(&mut conn),
     )
     .await
     .map_err(unavailable)?
     .map_err(unavailable)?;
+    tracing::debug!(%room, entries = all.len(), "room snapshot");
     let mut members = Vec::with_capacity(all.len());
     for (peer, value) in all {
         let mut parts = value.splitn(3, '\n');
@@ -761,10 +989,12 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         reassert(&inner);
-        let status = inner.pool.status();
-        inner
-            .metrics
-            .redis_pool(status.size, status.available, status.waiting);
+        if let Commands::Single(pool) = &inner.commands {
+            let status = pool.status();
+            inner
+                .metrics
+                .redis_pool(status.size, status.available, status.waiting);
+        }
         if Instant::now() < *lock(&inner.judge_after) || !inner.healthy.load(Ordering::Relaxed) {
             continue;
         }
@@ -779,9 +1009,13 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
         for s in &servers {
             pipe.cmd("EXISTS").arg(inner.keys.srv(s));
         }
-        let Ok(alive) = pipe.query_async::<Vec<i64>>(&mut *conn).await else {
+        let Ok(alive) = exec(&mut conn, &pipe).await else {
             continue;
         };
+        let alive: Vec<i64> = alive
+            .into_iter()
+            .map(|v| if let Value::Int(n) = v { n } else { 1 })
+            .collect();
         for (server, alive) in servers.into_iter().zip(alive) {
             if alive > 0 {
                 continue;
@@ -793,7 +1027,7 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
                 .arg("NX")
                 .arg("PX")
                 .arg(inner.long_ttl_ms())
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .unwrap_or(None);
             if claim.is_some() {
@@ -807,7 +1041,7 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
     if let Ok(mut conn) = inner.conn().await {
         let _: Result<(), _> = redis::cmd("DEL")
             .arg(inner.keys.srv(&inner.s.server))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await;
     }
 }
@@ -822,7 +1056,7 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
     let k = &inner.keys;
     let peers: Vec<String> = redis::cmd("SMEMBERS")
         .arg(k.srvpeers(&dead))
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await
         .unwrap_or_default();
     for peer in peers {
@@ -832,7 +1066,7 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
         let owner: Option<String> = redis::cmd("HGET")
             .arg(k.peer(peer.as_str()))
             .arg("server")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .unwrap_or(None);
         if owner.as_deref() != Some(&*dead) {
@@ -840,7 +1074,7 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
         }
         let rooms: Vec<String> = redis::cmd("SMEMBERS")
             .arg(k.prooms(peer.as_str()))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .unwrap_or_default();
         let mut pipe = redis::pipe();
@@ -859,7 +1093,7 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
                 peer: peer.clone(),
                 reason: LeaveReason::Disconnected,
             };
-            pipe.cmd("PUBLISH")
+            pipe.cmd(inner.publish)
                 .arg(k.ch_room(room.as_str()))
                 .arg(wire.encode().as_ref())
                 .ignore();
@@ -875,11 +1109,11 @@ async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
             .arg(k.prooms(peer.as_str()))
             .arg(k.inbox(peer.as_str()))
             .ignore();
-        let _: Result<(), _> = pipe.query_async(&mut *conn).await;
+        let _ = exec(&mut conn, &pipe).await;
     }
     let _: Result<(), _> = redis::cmd("DEL")
         .arg(k.srvpeers(&dead))
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await;
 }
 
@@ -983,7 +1217,7 @@ impl Bus for Redis {
             Wire::Member { room, .. } | Wire::Left { room, .. } => k.ch_room(room.as_str()),
             _ => unreachable!(),
         };
-        pipe.cmd("PUBLISH")
+        pipe.cmd(inner.publish)
             .arg(channel)
             .arg(wire.encode().as_ref())
             .ignore();
@@ -1040,7 +1274,7 @@ impl Bus for Redis {
             body,
         };
         let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
+        pipe.cmd(inner.publish)
             .arg(inner.keys.ch_room(room.as_str()))
             .arg(wire.encode().as_ref());
         let (tx, rx) = oneshot::channel();
@@ -1090,7 +1324,7 @@ impl Bus for Redis {
             let mut conn = inner.conn().await.ok()?;
             let entry: HashMap<String, String> = redis::cmd("HGETALL")
                 .arg(k.peer(peer.as_str()))
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .ok()?;
             let owner = entry.get("server")?.clone();
@@ -1108,10 +1342,10 @@ impl Bus for Redis {
                 last_seq,
             }
             .encode();
-            let listeners: i64 = redis::cmd("PUBLISH")
+            let listeners: i64 = redis::cmd(inner.publish)
                 .arg(k.ch_srv(&owner))
                 .arg(ask.as_ref())
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .unwrap_or(0);
             if listeners > 0 {
@@ -1132,7 +1366,7 @@ impl Bus for Redis {
                     .arg(k.srvpeers(&owner))
                     .arg(peer.as_str())
                     .ignore();
-                let _: Result<(), _> = pipe.query_async(&mut *conn).await;
+                let _ = exec(&mut conn, &pipe).await;
                 return Some(Claim {
                     secret,
                     lines,
@@ -1149,7 +1383,7 @@ impl Bus for Redis {
                 .arg(&owner)
                 .arg(&*inner.s.server)
                 .arg(&*inner.s.region)
-                .invoke_async(&mut *conn)
+                .invoke_async(&mut conn)
                 .await
                 .ok()?;
             let Value::Array(parts) = reply else {
@@ -1177,7 +1411,7 @@ impl Bus for Redis {
             }
             let rooms: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(k.prooms(peer.as_str()))
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .unwrap_or_default();
             let mut with_meta = Vec::new();
@@ -1188,7 +1422,7 @@ impl Bus for Redis {
                 let value: Option<String> = redis::cmd("HGET")
                     .arg(k.room(room.as_str()))
                     .arg(peer.as_str())
-                    .query_async(&mut *conn)
+                    .query_async(&mut conn)
                     .await
                     .unwrap_or(None);
                 let meta = value
@@ -1201,7 +1435,7 @@ impl Bus for Redis {
                 .arg(k.srvpeers(&owner))
                 .arg(peer.as_str())
                 .ignore()
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await;
             Some(Claim {
                 secret,
@@ -1239,7 +1473,7 @@ impl Bus for Redis {
             },
         };
         let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
+        pipe.cmd(inner.publish)
             .arg(inner.keys.ch_srv(requester))
             .arg(wire.encode().as_ref())
             .ignore();

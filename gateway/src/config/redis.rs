@@ -17,6 +17,10 @@ pub struct RedisArgs {
     /// TLS). Overrides REDIS_HOST/REDIS_PORT.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated `host:port` (selects
+    /// cluster mode with sharded pub/sub; credentials and TLS as below).
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
     /// Redis host; setting it (or REDIS_URL) turns on scale-out.
     #[arg(long, env = "REDIS_HOST")]
     pub redis_host: Option<String>,
@@ -56,6 +60,7 @@ impl Default for RedisArgs {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster_nodes: None,
             redis_host: None,
             redis_port: "6379".into(),
             redis_username: None,
@@ -74,8 +79,10 @@ impl Default for RedisArgs {
 /// Validated Redis settings.
 #[derive(Clone)]
 pub struct Redis {
-    /// Where and how to connect.
+    /// Where and how to connect (for a cluster: credentials and TLS only).
     pub connection: ConnectionInfo,
+    /// Redis Cluster seed nodes (`host:port`).
+    pub cluster_nodes: Option<Vec<String>>,
     /// TLS roots and client identity, when TLS is on.
     pub tls: Option<TlsCertificates>,
     /// Key prefix.
@@ -152,7 +159,47 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
             false
         }
     };
-    let mut connection: ConnectionInfo = if let Some(url) = non_empty(&a.redis_url) {
+    let cluster_nodes: Option<Vec<String>> = non_empty(&a.redis_cluster_nodes).map(|list| {
+        list.split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    if let Some(nodes) = &cluster_nodes {
+        for n in nodes {
+            let ok = n
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                problems.push(format!("REDIS_CLUSTER_NODES: {n:?} is not host:port"));
+            }
+        }
+    }
+    let mut connection: ConnectionInfo = if let Some(nodes) = &cluster_nodes {
+        // Credentials and TLS ride on the first node's address.
+        let (host, port) = nodes
+            .first()
+            .and_then(|n| n.rsplit_once(':'))
+            .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(6379)))
+            .unwrap_or_else(|| ("127.0.0.1".to_owned(), 6379));
+        let addr = if tls_flag {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        };
+        match addr.into_connection_info() {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("REDIS_CLUSTER_NODES: {e}"));
+                return None;
+            }
+        }
+    } else if let Some(url) = non_empty(&a.redis_url) {
         match url.into_connection_info() {
             Ok(c) => c,
             Err(_) => {
@@ -254,6 +301,7 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
     }
     Some(Redis {
         connection,
+        cluster_nodes,
         tls,
         prefix,
         pool_size,
