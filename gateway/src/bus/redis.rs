@@ -307,7 +307,11 @@ impl Redis {
                     .runtime(deadpool_redis::Runtime::Tokio1)
                     .build()
                     .map_err(|e| SetupError::Pool(e.to_string()))?;
-                (Commands::Single(pool), "PUBLISH", Source::Single(client))
+                (
+                    Commands::Single(pool),
+                    "PUBLISH",
+                    Source::Single(Box::new(client)),
+                )
             }
             Some(nodes) => {
                 let (push_tx, push_rx) = mpsc::unbounded_channel();
@@ -367,7 +371,7 @@ impl Redis {
         tokio::spawn(outbox(inner.clone(), outbox_rx, stop.clone()));
         match source {
             Source::Single(client) => {
-                tokio::spawn(subscriber(inner.clone(), client, subs_rx, stop.clone()));
+                tokio::spawn(subscriber(inner.clone(), *client, subs_rx, stop.clone()));
             }
             Source::Cluster(client, conn, pushes) => {
                 tokio::spawn(cluster_subscriber(
@@ -815,7 +819,7 @@ async fn subscriber(
 
 /// Where pub/sub messages come from.
 enum Source {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(
         redis::cluster::ClusterClient,
         Arc<OnceLock<ClusterConnection>>,
