@@ -341,7 +341,11 @@ impl Redis {
                 (
                     Commands::Cluster(conn.clone()),
                     "SPUBLISH",
-                    Source::Cluster(client, conn, push_rx),
+                    Source::Cluster(Box::new(ClusterSource {
+                        client,
+                        conn,
+                        pushes: push_rx,
+                    })),
                 )
             }
         };
@@ -373,7 +377,12 @@ impl Redis {
             Source::Single(client) => {
                 tokio::spawn(subscriber(inner.clone(), *client, subs_rx, stop.clone()));
             }
-            Source::Cluster(client, conn, pushes) => {
+            Source::Cluster(c) => {
+                let ClusterSource {
+                    client,
+                    conn,
+                    pushes,
+                } = *c;
                 tokio::spawn(cluster_subscriber(
                     inner.clone(),
                     client,
@@ -820,11 +829,13 @@ async fn subscriber(
 /// Where pub/sub messages come from.
 enum Source {
     Single(Box<redis::Client>),
-    Cluster(
-        redis::cluster::ClusterClient,
-        Arc<OnceLock<ClusterConnection>>,
-        mpsc::UnboundedReceiver<redis::PushInfo>,
-    ),
+    Cluster(Box<ClusterSource>),
+}
+
+struct ClusterSource {
+    client: redis::cluster::ClusterClient,
+    conn: Arc<OnceLock<ClusterConnection>>,
+    pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
 }
 
 type SubCmd = (String, bool, Option<oneshot::Sender<()>>);
