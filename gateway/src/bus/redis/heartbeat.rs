@@ -1,0 +1,142 @@
+//! Liveness, key refresh, and clean-up after instances that died.
+
+use super::*;
+
+/// Liveness, key refresh, and clean-up of instances that died.
+pub(super) async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
+    let period = inner.s.instance_ttl / 3;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        reassert(&inner);
+        if let Commands::Single(pool) = &inner.commands {
+            let status = pool.status();
+            inner
+                .metrics
+                .redis_pool(status.size, status.available, status.waiting);
+        }
+        if Instant::now() < *lock(&inner.judge_after) || !inner.healthy.load(Ordering::Relaxed) {
+            continue;
+        }
+        let servers: Vec<Arc<str>> = lock(&inner.local).servers.iter().cloned().collect();
+        if servers.is_empty() {
+            continue;
+        }
+        let Ok(mut conn) = inner.conn().await else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for s in &servers {
+            pipe.cmd("EXISTS").arg(inner.keys.srv(s));
+        }
+        let Ok(alive) = exec(&mut conn, &pipe).await else {
+            continue;
+        };
+        let alive: Vec<i64> = alive
+            .into_iter()
+            .map(|v| if let Value::Int(n) = v { n } else { 1 })
+            .collect();
+        for (server, alive) in servers.into_iter().zip(alive) {
+            if alive > 0 {
+                continue;
+            }
+            lock(&inner.local).servers.remove(&server);
+            let claim: Option<String> = redis::cmd("SET")
+                .arg(inner.keys.cleanup(&server))
+                .arg(&*inner.s.server)
+                .arg("NX")
+                .arg("PX")
+                .arg(inner.long_ttl_ms())
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(None);
+            if claim.is_some() {
+                tracing::warn!(%server, grace_ms = inner.s.resume_grace.as_millis() as u64,
+                    "instance is gone; its sessions end after the grace window unless resumed");
+                tokio::spawn(clean_up(inner.clone(), server));
+            }
+        }
+    }
+    // A clean stop: this instance is gone at once rather than after its TTL.
+    if let Ok(mut conn) = inner.conn().await {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(inner.keys.srv(&inner.s.server))
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+/// After the grace window, ends every session the dead instance still owns:
+/// exactly one `peer_left` per member, announced by this instance alone.
+pub(super) async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
+    tokio::time::sleep(inner.s.resume_grace).await;
+    let Ok(mut conn) = inner.conn().await else {
+        return;
+    };
+    let k = &inner.keys;
+    let peers: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(k.srvpeers(&dead))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for peer in peers {
+        let Ok(peer) = PeerId::new(&peer) else {
+            continue;
+        };
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(k.peer(peer.as_str()))
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        if owner.as_deref() != Some(&*dead) {
+            continue; // resumed elsewhere
+        }
+        let rooms: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(k.prooms(peer.as_str()))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            let Ok(room) = RoomName::new(room) else {
+                continue;
+            };
+            pipe.cmd("HDEL")
+                .arg(k.room(room.as_str()))
+                .arg(peer.as_str())
+                .ignore();
+            let wire = Wire::Left {
+                origin: inner.s.server.clone(),
+                region: inner.s.region.clone(),
+                room: room.clone(),
+                peer: peer.clone(),
+                reason: LeaveReason::Disconnected,
+            };
+            pipe.cmd(inner.publish)
+                .arg(k.ch_room(room.as_str()))
+                .arg(wire.encode().as_ref())
+                .ignore();
+            // Our own publishes are not echoed back to us.
+            inner.emit(Event::Left {
+                room,
+                peer: peer.clone(),
+                reason: LeaveReason::Disconnected,
+            });
+        }
+        pipe.cmd("DEL")
+            .arg(k.peer(peer.as_str()))
+            .arg(k.prooms(peer.as_str()))
+            .arg(k.inbox(peer.as_str()))
+            .ignore();
+        let _ = exec(&mut conn, &pipe).await;
+    }
+    let _: Result<(), _> = redis::cmd("DEL")
+        .arg(k.srvpeers(&dead))
+        .query_async(&mut conn)
+        .await;
+}

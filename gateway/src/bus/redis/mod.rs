@@ -1,0 +1,516 @@
+//! The Redis bus: many instances, one system.
+//!
+//! Keys (prefix `P`, hash tags keep a session's keys in one cluster slot):
+//! - `P:srv:{S}` — instance liveness, expires after `INSTANCE_TTL_MS`,
+//!   refreshed by a heartbeat three times per TTL.
+//! - `P:peer:{X}` — session directory: `server`, `region`, `secret`,
+//!   `inboxed`; `P:prooms:{X}` — its rooms; `P:inbox:{X}` — a stream of
+//!   directed messages that arrived while no instance served it.
+//! - `P:room:{R}` — members: peer → `server \n region \n meta`.
+//! - `P:srvpeers:{S}` — the sessions an instance serves (for clean-up).
+//!
+//! Channels: `P:ch:srv:{S}` (directed messages, takeovers) and
+//! `P:ch:room:{R}` (membership and broadcasts). Every key of a live session
+//! is refreshed by its instance's heartbeat; everything else expires.
+//!
+//! Writes go through one ordered outbox task that pipelines whatever is
+//! queued into one round trip, so one sender's messages stay in order and
+//! throughput does not depend on round-trip time. Subscriptions live on one
+//! dedicated pub/sub connection, restored after every reconnect.
+
+mod conn;
+mod heartbeat;
+mod outbox;
+mod pubsub;
+mod routing;
+
+use super::wire::Wire;
+use super::{
+    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Remote, RemoteMember, RouteError,
+};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use deadpool_redis::redis;
+use futures_util::StreamExt;
+use pantheon_protocol::{LeaveReason, Meta, PeerId, RoomName};
+use rand::Rng;
+use redis::cluster_async::ClusterConnection;
+use redis::{Script, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use conn::{Commands, Conn, exec};
+use heartbeat::heartbeat;
+use outbox::{Op, outbox};
+use pubsub::{ClusterSource, Source, SubCmd, cluster_subscriber, reassert, snapshot, subscriber};
+
+/// How long a pipeline may take before its requests fail with `internal`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most operations pipelined in one round trip.
+const BATCH: usize = 512;
+/// Outbox capacity; beyond it sends fail fast instead of queueing forever.
+const OUTBOX: usize = 65_536;
+/// How long a resume waits for the old instance to hand a session over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where Redis is and how this instance appears in it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Connection parameters (TLS and credentials included).
+    pub connection: redis::ConnectionInfo,
+    /// Redis Cluster seed nodes (`host:port`); when set, `connection`
+    /// supplies only credentials and TLS.
+    pub cluster_nodes: Option<Vec<String>>,
+    /// Root certificate and client identity for TLS.
+    pub tls: Option<redis::TlsCertificates>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Pooled command connections.
+    pub pool_size: usize,
+    /// This instance.
+    pub server: Arc<str>,
+    /// Its region.
+    pub region: Arc<str>,
+    /// Liveness key TTL.
+    pub instance_ttl: Duration,
+    /// Resume grace window.
+    pub resume_grace: Duration,
+    /// Messages kept per session.
+    pub resume_buffer: usize,
+}
+
+/// Redis could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The client could not be built (bad URL or TLS material).
+    #[error("redis client: {0}")]
+    Client(#[from] redis::RedisError),
+    /// The pool could not be built.
+    #[error("redis pool: {0}")]
+    Pool(String),
+}
+
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn srv(&self, s: &str) -> String {
+        format!("{}:srv:{{{s}}}", self.prefix)
+    }
+    fn srvpeers(&self, s: &str) -> String {
+        format!("{}:srvpeers:{{{s}}}", self.prefix)
+    }
+    fn cleanup(&self, s: &str) -> String {
+        format!("{}:cleanup:{{{s}}}", self.prefix)
+    }
+    fn peer(&self, p: &str) -> String {
+        format!("{}:peer:{{{p}}}", self.prefix)
+    }
+    fn prooms(&self, p: &str) -> String {
+        format!("{}:prooms:{{{p}}}", self.prefix)
+    }
+    fn inbox(&self, p: &str) -> String {
+        format!("{}:inbox:{{{p}}}", self.prefix)
+    }
+    fn room(&self, r: &str) -> String {
+        format!("{}:room:{{{r}}}", self.prefix)
+    }
+    fn ch_srv(&self, s: &str) -> String {
+        format!("{}:ch:srv:{{{s}}}", self.prefix)
+    }
+    fn ch_room(&self, r: &str) -> String {
+        format!("{}:ch:room:{{{r}}}", self.prefix)
+    }
+}
+
+/// Deliver to a session's inbox if it is still registered to the instance
+/// that is gone; otherwise answer where it is now.
+const DELIVER_OR_INBOX: &str = r"
+local s = redis.call('HGET', KEYS[1], 'server')
+if not s then return false end
+if s == ARGV[1] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'b', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'inboxed', 1)
+  return 'inbox'
+end
+return s
+";
+
+/// Move a session whose instance is gone to this one and take its inbox.
+const CLAIM_ORPHAN: &str = r"
+local s = redis.call('HGET', KEYS[1], 'server')
+if s ~= ARGV[1] then return false end
+local total = tonumber(redis.call('HGET', KEYS[1], 'inboxed') or '0')
+redis.call('HSET', KEYS[1], 'server', ARGV[2], 'region', ARGV[3], 'inboxed', 0)
+local msgs = redis.call('XRANGE', KEYS[2], '-', '+')
+redis.call('DEL', KEYS[2])
+return {total, msgs}
+";
+
+#[derive(Debug, Default)]
+struct Local {
+    /// Sessions served here: secret and rooms with meta.
+    peers: HashMap<PeerId, (String, HashMap<RoomName, Meta>)>,
+    /// Rooms whose channel is subscribed.
+    watched: HashSet<RoomName>,
+    /// Other instances seen in room membership, checked for liveness.
+    servers: HashSet<Arc<str>>,
+}
+
+struct Inner {
+    s: Settings,
+    keys: Keys,
+    commands: Commands,
+    /// `PUBLISH`, or `SPUBLISH` (sharded pub/sub) on a Redis Cluster.
+    publish: &'static str,
+    outbox: mpsc::Sender<Op>,
+    subs: mpsc::UnboundedSender<SubCmd>,
+    events: mpsc::UnboundedSender<Event>,
+    /// The pub/sub connection is up with every subscription restored.
+    healthy: AtomicBool,
+    /// The last pipelined batch of commands succeeded.
+    commands_ok: AtomicBool,
+    local: Mutex<Local>,
+    claims: Mutex<HashMap<PeerId, oneshot::Sender<Wire>>>,
+    metrics: Arc<Metrics>,
+    deliver_or_inbox: Script,
+    claim_orphan: Script,
+    /// Death of other instances is not judged until then (after a
+    /// reconnect, everyone needs a heartbeat to re-assert).
+    judge_after: Mutex<Instant>,
+}
+
+/// The Redis bus.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Connection info holds the password: never print it.
+        f.debug_struct("Redis")
+            .field("server", &self.inner.s.server)
+            .field("prefix", &self.inner.s.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RouteError {
+    RouteError::Unavailable(e.to_string())
+}
+
+impl Redis {
+    /// Builds the bus and starts its tasks; events for the hub arrive on the
+    /// returned receiver. Nothing here waits for Redis: an unreachable Redis
+    /// shows as `Health::Down` until it answers.
+    pub fn start(
+        s: Settings,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), SetupError> {
+        let (commands, publish, source) = match &s.cluster_nodes {
+            None => {
+                let client = match &s.tls {
+                    Some(certs) => {
+                        redis::Client::build_with_tls(s.connection.clone(), certs.clone())?
+                    }
+                    None => redis::Client::open(s.connection.clone())?,
+                };
+                let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .max_size(s.pool_size)
+                    .wait_timeout(Some(COMMAND_TIMEOUT))
+                    .create_timeout(Some(COMMAND_TIMEOUT))
+                    .recycle_timeout(Some(COMMAND_TIMEOUT))
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| SetupError::Pool(e.to_string()))?;
+                (
+                    Commands::Single(pool),
+                    "PUBLISH",
+                    Source::Single(Box::new(client)),
+                )
+            }
+            Some(nodes) => {
+                let (push_tx, push_rx) = mpsc::unbounded_channel();
+                let tls = matches!(s.connection.addr(), redis::ConnectionAddr::TcpTls { .. });
+                let scheme = if tls { "rediss" } else { "redis" };
+                let urls: Vec<String> = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
+                let settings = s.connection.redis_settings();
+                let mut b = redis::cluster::ClusterClientBuilder::new(urls)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(push_tx)
+                    .connection_timeout(COMMAND_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT);
+                if let Some(user) = settings.username() {
+                    b = b.username(user);
+                }
+                if let Some(pass) = settings.password() {
+                    b = b.password(pass);
+                }
+                if tls {
+                    b = b.tls(redis::TlsMode::Secure);
+                    if let Some(certs) = &s.tls {
+                        b = b.certs(certs.clone());
+                    }
+                }
+                let client = b.build()?;
+                let conn = Arc::new(OnceLock::new());
+                (
+                    Commands::Cluster(conn.clone()),
+                    "SPUBLISH",
+                    Source::Cluster(Box::new(ClusterSource {
+                        client,
+                        conn,
+                        pushes: push_rx,
+                    })),
+                )
+            }
+        };
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX);
+        let (subs_tx, subs_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let keys = Keys {
+            prefix: s.prefix.clone(),
+        };
+        let inner = Arc::new(Inner {
+            keys,
+            commands,
+            publish,
+            outbox: outbox_tx,
+            subs: subs_tx,
+            events: events_tx,
+            healthy: AtomicBool::new(false),
+            commands_ok: AtomicBool::new(false),
+            local: Mutex::default(),
+            claims: Mutex::default(),
+            metrics,
+            deliver_or_inbox: Script::new(DELIVER_OR_INBOX),
+            claim_orphan: Script::new(CLAIM_ORPHAN),
+            judge_after: Mutex::new(Instant::now() + s.instance_ttl * 2),
+            s,
+        });
+        tokio::spawn(outbox(inner.clone(), outbox_rx, stop.clone()));
+        match source {
+            Source::Single(client) => {
+                tokio::spawn(subscriber(inner.clone(), *client, subs_rx, stop.clone()));
+            }
+            Source::Cluster(c) => {
+                let ClusterSource {
+                    client,
+                    conn,
+                    pushes,
+                } = *c;
+                tokio::spawn(cluster_subscriber(
+                    inner.clone(),
+                    client,
+                    conn,
+                    pushes,
+                    subs_rx,
+                    stop.clone(),
+                ));
+            }
+        }
+        tokio::spawn(heartbeat(inner.clone(), stop));
+        Ok((Self { inner }, events_rx))
+    }
+}
+
+impl Inner {
+    fn queue(&self, op: Op) -> Result<(), RouteError> {
+        self.outbox
+            .try_send(op)
+            .map_err(|_| RouteError::Unavailable("redis outbox full".into()))
+    }
+
+    fn member_value(&self, meta: &Meta) -> String {
+        format!("{}\n{}\n{}", self.s.server, self.s.region, meta.as_str())
+    }
+
+    fn long_ttl_ms(&self) -> u64 {
+        (self.s.instance_ttl * 2 + self.s.resume_grace).as_millis() as u64
+    }
+
+    /// Commands that (re-)assert one local session and its rooms.
+    fn assert_peer(
+        &self,
+        pipe: &mut redis::Pipeline,
+        peer: &PeerId,
+        secret: &str,
+        rooms: &HashMap<RoomName, Meta>,
+    ) {
+        let k = &self.keys;
+        let ttl = self.long_ttl_ms();
+        let pk = k.peer(peer.as_str());
+        pipe.cmd("HSET")
+            .arg(&pk)
+            .arg("server")
+            .arg(&*self.s.server)
+            .arg("region")
+            .arg(&*self.s.region)
+            .arg("secret")
+            .arg(secret)
+            .ignore();
+        pipe.cmd("PEXPIRE").arg(&pk).arg(ttl).ignore();
+        pipe.cmd("SADD")
+            .arg(k.srvpeers(&self.s.server))
+            .arg(peer.as_str())
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(k.srvpeers(&self.s.server))
+            .arg(ttl)
+            .ignore();
+        let rk = k.prooms(peer.as_str());
+        for (room, meta) in rooms {
+            pipe.cmd("SADD").arg(&rk).arg(room.as_str()).ignore();
+            let roomk = k.room(room.as_str());
+            pipe.cmd("HSET")
+                .arg(&roomk)
+                .arg(peer.as_str())
+                .arg(self.member_value(meta))
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&roomk).arg(ttl).ignore();
+        }
+        if !rooms.is_empty() {
+            pipe.cmd("PEXPIRE").arg(&rk).arg(ttl).ignore();
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn on_message(&self, payload: Bytes) {
+        let wire = match Wire::decode(payload) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed bus message");
+                return;
+            }
+        };
+        let own = |origin: &Arc<str>| **origin == *self.s.server;
+        match wire {
+            Wire::Member {
+                origin,
+                region,
+                room,
+                peer,
+                meta,
+            } if !own(&origin) => {
+                lock(&self.local).servers.insert(origin.clone());
+                self.emit(Event::Member {
+                    room,
+                    member: RemoteMember {
+                        peer,
+                        meta,
+                        at: Remote {
+                            server: origin,
+                            region,
+                        },
+                    },
+                });
+            }
+            Wire::Left {
+                origin,
+                room,
+                peer,
+                reason,
+                ..
+            } if !own(&origin) => {
+                self.emit(Event::Left { room, peer, reason });
+            }
+            Wire::Broadcast {
+                origin,
+                region,
+                room,
+                from,
+                body,
+            } if !own(&origin) => {
+                self.count_in(&region);
+                self.emit(Event::Broadcast {
+                    room,
+                    from,
+                    body,
+                    region,
+                });
+            }
+            Wire::Deliver {
+                region,
+                room,
+                to,
+                body,
+                ..
+            } => {
+                self.count_in(&region);
+                self.emit(Event::Deliver {
+                    room,
+                    to,
+                    body,
+                    region,
+                });
+            }
+            Wire::Takeover {
+                origin,
+                peer,
+                last_seq,
+                ..
+            } => {
+                self.emit(Event::Takeover {
+                    peer,
+                    last_seq,
+                    requester: origin,
+                });
+            }
+            h @ Wire::Handover { .. } => {
+                let Wire::Handover { peer, .. } = &h else {
+                    unreachable!()
+                };
+                if let Some(tx) = lock(&self.claims).remove(peer) {
+                    let _ = tx.send(h);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn count_in(&self, region: &str) {
+        self.metrics.cross_instance.inc();
+        if region != &*self.s.region {
+            self.metrics.cross_region.inc();
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn, RouteError> {
+        match &self.commands {
+            Commands::Single(pool) => pool.get().await.map(Conn::Single).map_err(unavailable),
+            Commands::Cluster(c) => {
+                c.get().cloned().map(Conn::Cluster).ok_or_else(|| {
+                    RouteError::Unavailable("redis cluster not connected yet".into())
+                })
+            }
+        }
+    }
+}
+
+/// Compares secrets in constant time.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_meta(s: &str) -> Result<Meta, ()> {
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_str(s).map_err(|_| ())?;
+    Meta::from_raw(&raw).map_err(|_| ())
+}
