@@ -140,9 +140,16 @@ pub fn code_of<T: std::fmt::Debug>(r: Result<T, pantheon_client::Error>) -> Erro
 /// Joins `c` to `room` with `meta` and consumes the `peer_joined` every
 /// member in `others` gets (they may be on any instance).
 pub async fn join(c: &Client, room: &str, meta: Value, others: &mut [&mut Client]) {
-    within(WAIT, "join", c.join(room, Some(meta.clone())))
+    let listed = within(WAIT, "join", c.join(room, Some(meta.clone())))
         .await
         .unwrap_or_else(|e| panic!("join {room}: {e}"));
+    for o in others.iter() {
+        assert!(
+            listed.iter().any(|p| &p.peer == o.peer()),
+            "`joined` of {room} does not list {}, who joined before: {listed:?}",
+            o.peer()
+        );
+    }
     for o in others.iter_mut() {
         let got = expect_peer_joined(o, room, c.peer()).await;
         assert_eq!(got, meta, "meta in peer_joined");
@@ -410,9 +417,21 @@ pub async fn join_all(room: &str, cs: &mut [&mut Client]) {
         let (before, rest) = cs.split_at_mut(j);
         let c = &rest[0];
         let meta = json!({ "n": j });
-        within(WAIT, "join", c.join(room, Some(meta.clone())))
+        let listed = within(WAIT, "join", c.join(room, Some(meta.clone())))
             .await
             .unwrap_or_else(|e| panic!("join {room}: {e}"));
+        // `joined` lists exactly the members that joined before, wherever
+        // they are.
+        let listed: BTreeMap<String, Value> = listed
+            .into_iter()
+            .map(|p| (p.peer.to_string(), meta_json(&p.meta)))
+            .collect();
+        let earlier: BTreeMap<String, Value> = before
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.peer().to_string(), json!({ "n": i })))
+            .collect();
+        assert_eq!(listed, earlier, "`joined` of member {j} in {room}");
         for o in before.iter_mut() {
             assert_eq!(expect_peer_joined(o, room, c.peer()).await, meta);
         }
