@@ -149,7 +149,7 @@ async fn redis_restarted_empty_is_healed_within_five_seconds() {
         assert_eq!(c.seq_errors(), 0);
     }
     // A member that joins now is seen across instances.
-    let mut b2 = connect(&b).await;
+    let b2 = connect(&b).await;
     b2.join("r", None).await.unwrap();
     for c in [&mut a1, &mut a2, &mut b1] {
         common::expect_peer_joined(c, "r", b2.peer()).await;
