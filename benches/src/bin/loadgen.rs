@@ -6,6 +6,12 @@
 //!   bounded by an in-flight window; reports delivered signals per second.
 //! - `idle`: N idle sessions (hello + join); reports the server's resident
 //!   memory per session from `/proc/PID/status`.
+//! - `setup`: session setup rate (transport open + hello → welcome per
+//!   second) and setup latency.
+//!
+//! `--transport ws|wt` picks WebSocket or WebTransport for every
+//! subcommand; WebTransport trusts the gateway's self-signed certificate by
+//! the hash it serves at `/webtransport/cert-hash` (or `--insecure`).
 //!
 //! Every subcommand prints a one-line summary, or with `--json` one JSON
 //! object. The gateway rate-limits each connection (50/s by default): run it
@@ -18,6 +24,8 @@ mod common;
 mod idle;
 #[path = "loadgen/pairs.rs"]
 mod pairs;
+#[path = "loadgen/setup.rs"]
+mod setup;
 #[path = "loadgen/throughput.rs"]
 mod throughput;
 
@@ -37,9 +45,29 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Clone, Args)]
 struct Global {
-    /// The gateway's WebSocket URL.
+    /// The gateway's WebSocket URL (`ws://HOST:PORT/ws`), or its
+    /// WebTransport URL (`https://HOST:WT_PORT/wt`, implies `--transport
+    /// wt`).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:3000/ws")]
     url: String,
+    /// `ws` (WebSocket) or `wt` (WebTransport). With `wt` and a `ws://`
+    /// `--url`, the WebTransport URL is `https://HOST:WT_PORT/wt` with the
+    /// same host, and WT_PORT from `--wt-port` or else PORT.
+    #[arg(long, global = true, value_enum, default_value_t = TransportArg::Ws)]
+    transport: TransportArg,
+    /// The gateway's WT_PORT (default: the port of `--url`).
+    #[arg(long, global = true)]
+    wt_port: Option<u16>,
+    /// WebTransport: where to GET `/webtransport/cert-hash` (default:
+    /// `http://HOST:PORT` of `--url`).
+    #[arg(long, global = true)]
+    http: Option<String>,
+    /// WebTransport: accept any certificate instead of fetching its hash.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// The fetched certificate hash (set at start-up).
+    #[arg(skip)]
+    cert_hash: Option<[u8; 32]>,
     /// `hello.token` (JWT or shared key) when the gateway has auth on.
     #[arg(long, global = true, env = "PANTHEON_TOKEN")]
     token: Option<String>,
@@ -54,6 +82,15 @@ struct Global {
     connect_concurrency: usize,
 }
 
+/// `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    /// WebSocket.
+    Ws,
+    /// WebTransport.
+    Wt,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Paced signals between pairs: delivery ratio and one-way latency.
@@ -62,6 +99,8 @@ enum Command {
     Throughput(throughput::Args),
     /// Server memory per idle session.
     Idle(idle::Args),
+    /// Session setup rate and latency.
+    Setup(setup::Args),
 }
 
 /// Parses seconds given as a decimal number ("0.5", "10").
@@ -71,7 +110,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     common::init_clock();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -80,10 +119,12 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the tokio runtime")?;
     let report = runtime.block_on(async {
+        common::resolve(&mut cli.global).await?;
         match cli.command {
             Command::Pairs(args) => pairs::run(&cli.global, args).await,
             Command::Throughput(args) => throughput::run(&cli.global, args).await,
             Command::Idle(args) => idle::run(&cli.global, args).await,
+            Command::Setup(args) => setup::run(&cli.global, args).await,
         }
     })?;
     if cli.global.json {

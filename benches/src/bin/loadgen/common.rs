@@ -1,12 +1,12 @@
 //! What the subcommands share: the clock that stamps signals, connecting
 //! pairs, the receiving loop, counters, closing, reporting.
 
-use crate::Global;
+use crate::{Global, TransportArg};
 use anyhow::Context as _;
 use futures_util::{StreamExt, stream};
 use hdrhistogram::Histogram;
 use pantheon_client::protocol::{ErrorCode, PeerId, RoomName, ServerMessage};
-use pantheon_client::{Client, Event, Handle, Options};
+use pantheon_client::{Client, Event, Handle, Options, Transport};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,11 +110,58 @@ pub(crate) struct Pair {
     pub(crate) to: PeerId,
 }
 
+/// Settles which URL the run connects to, and for WebTransport fetches
+/// the certificate hash (unless `--insecure`).
+pub(crate) async fn resolve(global: &mut Global) -> anyhow::Result<()> {
+    let given = Transport::of_url(&global.url)?;
+    let (host, port) = host_port(&global.url)
+        .with_context(|| format!("--url {}: expected SCHEME://HOST:PORT/...", global.url))?;
+    match (given, global.transport) {
+        (Transport::WebSocket, TransportArg::Ws) | (Transport::WebTransport, TransportArg::Wt) => {}
+        (Transport::WebSocket, TransportArg::Wt) => {
+            let wt_port = global.wt_port.unwrap_or(port);
+            global.url = format!("https://{host}:{wt_port}/wt");
+        }
+        (Transport::WebTransport, TransportArg::Ws) => {
+            // An https:// URL says WebTransport unless told otherwise.
+            global.transport = TransportArg::Wt;
+        }
+    }
+    if global.transport == TransportArg::Wt && !global.insecure {
+        let base = global
+            .http
+            .clone()
+            .unwrap_or_else(|| format!("http://{host}:{port}"));
+        let hash = pantheon_client::fetch_cert_hash(&base)
+            .await
+            .with_context(|| format!("fetching the certificate hash from {base}/webtransport/cert-hash (or pass --insecure)"))?;
+        global.cert_hash = Some(hash);
+    }
+    Ok(())
+}
+
+/// `HOST` (brackets kept for IPv6) and `PORT` of `scheme://HOST:PORT/...`.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let authority = url.split_once("://")?.1.split(['/', '?']).next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// The transport of a run, for reports.
+pub(crate) fn transport_name(global: &Global) -> &'static str {
+    match global.transport {
+        TransportArg::Ws => "ws",
+        TransportArg::Wt => "wt",
+    }
+}
+
 /// Options for the clients of a run.
 pub(crate) fn options(global: &Global) -> Options {
     Options {
         token: global.token.clone(),
         connect_timeout: Duration::from_secs(30),
+        cert_hashes: global.cert_hash.into_iter().collect(),
+        insecure_skip_verify: global.insecure,
         ..Options::default()
     }
 }
@@ -331,6 +378,19 @@ mod tests {
         assert_eq!(parse_payload(payload(12, 3, "").get()), Some((12, 3)));
         assert_eq!(parse_payload(payload(7, 0, "xx").get()), Some((7, 0)));
         assert_eq!(parse_payload("{}"), None);
+    }
+
+    #[test]
+    fn host_and_port_of_urls() {
+        assert_eq!(
+            host_port("ws://127.0.0.1:3000/ws"),
+            Some(("127.0.0.1".into(), 3000))
+        );
+        assert_eq!(
+            host_port("https://[::1]:4433/wt?v=1"),
+            Some(("[::1]".into(), 4433))
+        );
+        assert_eq!(host_port("ws://localhost/ws"), None);
     }
 
     #[test]

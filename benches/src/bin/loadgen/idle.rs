@@ -1,7 +1,7 @@
 //! `idle`: opens N sessions that each say hello and join a room, and reads
 //! the server's resident memory before and after from `/proc/PID/status`.
 
-use crate::common::{Report, close_all, options};
+use crate::common::{Report, close_all, options, transport_name};
 use crate::{Global, seconds};
 use anyhow::Context as _;
 use futures_util::{StreamExt, stream};
@@ -107,9 +107,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     let seq_errors = close_all(clients, args.batch).await;
 
     let line = format!(
-        "idle: {opened}/{} sessions open in {open_secs:.1}s, server VmRSS {before} -> {after} KiB, \
+        "idle [{}]: {opened}/{} sessions open in {open_secs:.1}s, server VmRSS {before} -> {after} KiB, \
          {per_session:.1} KiB per session, {still_open} still open after hold, {failed} failed{}, \
          seq errors {seq_errors}",
+        transport_name(global),
         args.sessions,
         first_error
             .as_deref()
@@ -118,6 +119,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     );
     let json = serde_json::json!({
         "mode": "idle",
+        "transport": transport_name(global),
         "sessions": args.sessions,
         "opened": opened,
         "failed": failed,

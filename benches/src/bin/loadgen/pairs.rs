@@ -3,7 +3,7 @@
 
 use crate::common::{
     Counters, Report, Target, Window, close_all, connect_pairs, drain, histogram, latency_json,
-    latency_line, now_ns, ns_at, payload, receive, settle,
+    latency_line, now_ns, ns_at, payload, receive, settle, transport_name,
 };
 use crate::{Global, seconds};
 use std::sync::Arc;
@@ -149,9 +149,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     let reordered = counters.reordered.load(Ordering::Relaxed);
     let (closed_json, closed_text) = counters.closed_summary();
     let line = format!(
-        "pairs: {} pairs, target {}/s, sent {sent} ({send_rate:.0}/s), delivered {delivered} ({:.2}%), \
+        "pairs [{}]: {} pairs, target {}/s, sent {sent} ({send_rate:.0}/s), delivered {delivered} ({:.2}%), \
          latency {}, errors {errors} (rate_limited {rate_limited}), reordered {reordered}, \
          closed early [{closed_text}], seq errors {seq_errors}",
+        transport_name(global),
         args.pairs,
         args.rate,
         ratio * 100.0,
@@ -159,6 +160,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     );
     let json = serde_json::json!({
         "mode": "pairs",
+        "transport": transport_name(global),
         "pairs": args.pairs,
         "target_rate": args.rate,
         "duration_s": args.duration.as_secs_f64(),

@@ -7,7 +7,7 @@
 
 use crate::common::{
     Counters, Report, Target, Window, close_all, connect_pairs, drain, histogram, latency_json,
-    latency_line, now_ns, ns_at, payload, receive, settle,
+    latency_line, now_ns, ns_at, payload, receive, settle, transport_name,
 };
 use crate::{Global, seconds};
 use std::sync::Arc;
@@ -168,9 +168,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     let stalls = stalls.load(Ordering::Relaxed);
     let (closed_json, closed_text) = counters.closed_summary();
     let line = format!(
-        "throughput: {} pairs, window {}, {per_sec:.0} signals/s delivered ({relayed} in {:.1}s), \
+        "throughput [{}]: {} pairs, window {}, {per_sec:.0} signals/s delivered ({relayed} in {:.1}s), \
          sent {sent}, delivered {delivered}, latency {}, errors {errors}, stalls {stalls}, \
          closed early [{closed_text}], seq errors {seq_errors}",
+        transport_name(global),
         args.pairs,
         args.window,
         args.duration.as_secs_f64(),
@@ -178,6 +179,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     );
     let json = serde_json::json!({
         "mode": "throughput",
+        "transport": transport_name(global),
         "pairs": args.pairs,
         "window": args.window,
         "duration_s": args.duration.as_secs_f64(),
