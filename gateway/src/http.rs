@@ -46,9 +46,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Accepts connections until `stop` is cancelled.
+/// Serves HTTP/1.1 (and WebSocket upgrades) on `listener` — over TLS
+/// (`https://`, `wss://`) when `TLS_CERT`/`TLS_KEY` are configured, with the
+/// same hot-reloaded certificate as WebTransport.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let app = router(shared.clone());
     let header_timeout = shared.config.http_header_timeout;
+    let tls = match (&shared.config.tls, &shared.certs) {
+        (Some(_), Some(store)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            store.server_config(&[b"http/1.1"]),
+        ))),
+        _ => None,
+    };
     loop {
         let (stream, _peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -65,13 +74,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
+                .to_owned();
+            let result = match tls {
+                None => {
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some(acceptor) => {
+                    // The handshake counts against the header timeout too.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });

@@ -21,7 +21,13 @@ pub const EXIT_CONFIG: i32 = 64;
 /// protocol). Every option can be given as a flag or as the environment
 /// variable named beside it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "pantheon", version, about, long_about = None)]
+#[command(
+    name = "pantheon",
+    version,
+    about,
+    long_about = None,
+    after_help = "Subcommand: `pantheon gen-cert [--out-dir DIR]` writes a development TLS certificate."
+)]
 pub struct Args {
     /// Address to listen on; `::` is dual-stack (IPv6 and IPv4).
     #[arg(long, env = "HOST", default_value = "::")]

@@ -514,3 +514,36 @@ fn parse_meta(s: &str) -> Result<Meta, ()> {
     let raw: Box<serde_json::value::RawValue> = serde_json::from_str(s).map_err(|_| ())?;
     Meta::from_raw(&raw).map_err(|_| ())
 }
+
+/// Connects once to check the TLS set-up: a server certificate that
+/// `REDIS_CA_CERT` does not verify is a configuration error (the gateway
+/// would never reach Redis), unlike a Redis that is merely not up yet.
+/// Answers the reason when the certificate is refused.
+pub async fn check_tls(
+    connection: &redis::ConnectionInfo,
+    tls: &redis::TlsCertificates,
+) -> Result<(), String> {
+    let Ok(client) = redis::Client::build_with_tls(connection.clone(), tls.clone()) else {
+        return Err("unusable TLS material".into());
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("certificate")
+                || lower.contains("unknownissuer")
+                || lower.contains("invalid peer")
+            {
+                Err(text)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
