@@ -53,16 +53,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     telemetry::init(config.log_format);
-    if let Some(redis) = &config.redis {
-        if let (Some(tls), None) = (&redis.tls, &redis.cluster_nodes) {
-            if let Err(why) = pantheon_gateway::bus::redis::check_tls(&redis.connection, tls).await
-            {
-                eprintln!(
-                    "pantheon: invalid configuration:\n  REDIS_CA_CERT: the Redis server's certificate was refused: {why}"
-                );
-                std::process::exit(EXIT_CONFIG);
-            }
-        }
+    if let Some(redis) = &config.redis
+        && let (Some(tls), None) = (&redis.tls, &redis.cluster_nodes)
+        && let Err(why) = pantheon_gateway::bus::redis::check_tls(&redis.connection, tls).await
+    {
+        eprintln!(
+            "pantheon: invalid configuration:\n  REDIS_CA_CERT: the Redis server's certificate was refused: {why}"
+        );
+        std::process::exit(EXIT_CONFIG);
     }
     // Each connection is a descriptor; the default soft limit (1024) is far
     // below MAX_CONNECTIONS.
