@@ -7,7 +7,7 @@ export function endpoints(gw) {
 }
 
 /** Opens a session (`kind`: 'ws' | 'wt') in the page, kept as conns[key]. */
-export function open(p, gw, kind, { key = 'main', resume, pagehideCode } = {}) {
+export function open(p, gw, kind, { key = p.key || 'main', resume, pagehideCode } = {}) {
   return p.page.evaluate(async ({ gw, kind, key, resume, pagehideCode }) => {
     const c = await pantheon.Conn.open(kind, gw, { resume, pagehideCode });
     pantheon.conns[key] = c;
@@ -15,16 +15,16 @@ export function open(p, gw, kind, { key = 'main', resume, pagehideCode } = {}) {
   }, { gw: endpoints(gw), kind, key, resume, pagehideCode });
 }
 
-export function join(p, room, { key = 'main', meta } = {}) {
+export function join(p, room, { key = p.key || 'main', meta } = {}) {
   return p.page.evaluate(({ room, key, meta }) => pantheon.conns[key].join(room, meta), { room, key, meta });
 }
 
-export function signal(p, room, to, data, { key = 'main' } = {}) {
+export function signal(p, room, to, data, { key = p.key || 'main' } = {}) {
   return p.page.evaluate(({ room, to, data, key }) => pantheon.conns[key].signal(room, to, data), { room, to, data, key });
 }
 
 /** Waits for a server message whose fields equal every field of `match`. */
-export function waitMsg(p, match, ms, { key = 'main' } = {}) {
+export function waitMsg(p, match, ms, { key = p.key || 'main' } = {}) {
   return p.page.evaluate(({ match, ms, key }) => {
     const pred = (m) => Object.entries(match).every(([k, v]) => JSON.stringify(m[k]) === JSON.stringify(v));
     return pantheon.conns[key].waitFor(pred, ms, JSON.stringify(match));
@@ -32,12 +32,12 @@ export function waitMsg(p, match, ms, { key = 'main' } = {}) {
 }
 
 /** How many messages the session has received so far (for `received(..., {since})`). */
-export function mark(p, { key = 'main' } = {}) {
+export function mark(p, { key = p.key || 'main' } = {}) {
   return p.page.evaluate(({ key }) => pantheon.conns[key].log.length, { key });
 }
 
 /** Every message received (since the `since` mark) that matches `match`, consumed or not. */
-export function received(p, match, { key = 'main', since = 0 } = {}) {
+export function received(p, match, { key = p.key || 'main', since = 0 } = {}) {
   return p.page.evaluate(({ match, key, since }) => {
     const pred = (m) => Object.entries(match).every(([k, v]) => JSON.stringify(m[k]) === JSON.stringify(v));
     return pantheon.conns[key].log.slice(since).filter(pred);
@@ -48,17 +48,17 @@ export function received(p, match, { key = 'main', since = 0 } = {}) {
  * Closes the session's transport with `code` (WebSocket close code or
  * WebTransport closeCode). Returns the page's wall-clock time of the close.
  */
-export function closeConn(p, code, reason = '', { key = 'main' } = {}) {
+export function closeConn(p, code, reason = '', { key = p.key || 'main' } = {}) {
   return p.page.evaluate(({ code, reason, key }) => pantheon.conns[key].close(code, reason), { code, reason, key });
 }
 
 /** A `ping` request answered by `pong`: the session is up. */
-export function ping(p, { key = 'main', ms = 3000 } = {}) {
+export function ping(p, { key = p.key || 'main', ms = 3000 } = {}) {
   return p.page.evaluate(({ key, ms }) => pantheon.conns[key].request({ type: 'ping' }, 'pong', ms), { key, ms });
 }
 
 /** Connection state: seq problems, close info, last seq. */
-export function state(p, { key = 'main' } = {}) {
+export function state(p, { key = p.key || 'main' } = {}) {
   return p.page.evaluate(({ key }) => {
     const c = pantheon.conns[key];
     return { lastSeq: c.lastSeq, seqProblems: c.seqProblems, closed: c.closed, sendErrors: c.sendErrors, streamEnd: c.t.streamEnd };

@@ -11,12 +11,20 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const GATEWAY_BIN = process.env.PANTHEON_BIN || join(root, 'target', 'release', 'pantheon');
 
+// Gateways still running when this process ends, however it ends, are killed.
 const live = new Set();
-process.on('exit', () => {
+function killAll() {
   for (const child of live) {
     try { child.kill('SIGKILL'); } catch { /* already gone */ }
   }
-});
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killAll();
+    process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[sig]);
+  });
+}
 
 function bindTcp(port) {
   return new Promise((ok, fail) => {

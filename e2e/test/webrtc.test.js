@@ -9,32 +9,33 @@ import { open, join, waitMsg, state, freshRoom } from '../lib/client.js';
 
 const NAMES = { ws: 'WebSocket', wt: 'WebTransport' };
 
-describe('WebRTC through gateway signaling', { concurrency: Number(process.env.E2E_CONCURRENCY || 3) }, () => {
+describe('WebRTC through gateway signaling', { concurrency: Number(process.env.E2E_CONCURRENCY || 2) }, () => {
   let gw, browser, site;
-  const pages = [];
+  const pages = new Set();
 
   before(async () => {
     gw = await startGateway();
     [browser, site] = await Promise.all([launchBrowser(), servePage()]);
-  });
+  }, { timeout: 30_000 });
 
   after(async () => {
-    await Promise.allSettled(pages.map((p) => p.close()));
+    await Promise.allSettled([...pages].map((p) => p.close()));
     await Promise.allSettled([browser?.close(), site?.close()]);
     await gw?.stop();
-  });
+  }, { timeout: 30_000 });
 
-  async function twoPages(kindA, kindB, label) {
+  async function twoPages(t, kindA, kindB, label) {
     const A = await openPage(browser, site, `A(${kindA})`);
     const B = await openPage(browser, site, `B(${kindB})`);
-    pages.push(A, B);
+    for (const p of [A, B]) pages.add(p);
+    t.after(() => Promise.allSettled([A, B].map((p) => { pages.delete(p); return p.close(); })));
     const room = freshRoom(label);
     const a = await open(A, gw, kindA);
     const b = await open(B, gw, kindB);
     assert.deepEqual((await join(A, room)).peers, [], 'A is alone in the fresh room');
     const joinedB = await join(B, room);
     assert.deepEqual(joinedB.peers.map((x) => x.peer), [a.peer], 'B sees A in the room');
-    await waitMsg(A, { type: 'peer_joined', room, peer: b.peer }, 3000);
+    await waitMsg(A, { type: 'peer_joined', room, peer: b.peer }, 5000);
     return { A, B, a, b, room };
   }
 
@@ -88,8 +89,8 @@ describe('WebRTC through gateway signaling', { concurrency: Number(process.env.E
   }
 
   for (const [ka, kb] of [['ws', 'ws'], ['wt', 'ws'], ['wt', 'wt']]) {
-    it(`${NAMES[ka]} page <-> ${NAMES[kb]} page: data channel connects and carries messages`, { timeout: 30_000 }, async (t) => {
-      const pair = await twoPages(ka, kb, `${ka}-${kb}`);
+    it(`${NAMES[ka]} page <-> ${NAMES[kb]} page: data channel connects and carries messages`, { timeout: 40_000 }, async (t) => {
+      const pair = await twoPages(t, ka, kb, `${ka}-${kb}`);
       if (ka === 'wt' || kb === 'wt') {
         const health = await (await fetch(`${gw.http}/health`)).json();
         assert.ok(health.connections.webtransport >= 1, `/health counts WebTransport sessions: ${JSON.stringify(health.connections)}`);
@@ -98,8 +99,8 @@ describe('WebRTC through gateway signaling', { concurrency: Number(process.env.E
     });
   }
 
-  it('WebTransport page -> WebSocket page: a fake-camera video track is decoded on the other side', { timeout: 30_000 }, async (t) => {
-    const pair = await twoPages('wt', 'ws', 'video');
+  it('WebTransport page -> WebSocket page: a fake-camera video track is decoded on the other side', { timeout: 40_000 }, async (t) => {
+    const pair = await twoPages(t, 'wt', 'ws', 'video');
     const frames = await rtc(t, pair, { video: true });
     assert.ok(frames.framesDecoded > 0, `frames decoded: ${JSON.stringify(frames)}`);
     assert.equal(frames.tracks, 1, 'one remote track');
