@@ -6,7 +6,7 @@ mod common;
 mod scale;
 
 use common::{WAIT, assert_nothing_pending, within};
-use pantheon_testkit::{DelayProxy, Redis, RedisOptions};
+use pantheon_testkit::{DelayProxy, Gateway, Redis, RedisOptions};
 use scale::{
     assert_keys_expire, connect, counter, cross_instance_basics, expect_signal, has_counter,
     instance, join_all, ordering_across_instances, unlimited,
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 const DELAY: Duration = Duration::from_millis(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_30ms_away_works_and_is_counted_as_cross_region() {
+/// Redis, a proxy 30 ms each way in front of it, two instances in
+/// `eu-west` next to Redis and one in `us-east` behind the proxy.
+async fn regions() -> (Redis, DelayProxy, Gateway, Gateway, Gateway) {
     let redis = Redis::start(RedisOptions::plain()).await;
     let proxy = DelayProxy::start(redis.addr(), DELAY).await;
     let near = redis.env();
@@ -39,16 +40,31 @@ async fn an_instance_30ms_away_works_and_is_counted_as_cross_region() {
     let h = us.health().await;
     assert_eq!(h["region"], "us-east");
     assert_eq!(h["redis"], "ok");
+    (redis, proxy, eu1, us, eu2)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_30ms_away_serves_rooms_shared_across_regions() {
+    let (redis, _proxy, eu1, us, eu2) = regions().await;
     cross_instance_basics(&[&eu1, &us, &eu2]).await;
+    // The recipient is the far one: it joins first, and those who join
+    // after it, near Redis, must see it at once.
     ordering_across_instances(&[&eu1, &us, &eu2], 300).await;
+    assert_keys_expire(&redis, "pantheon").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_region_round_trips_cross_the_delay_and_are_counted() {
+    let (redis, proxy, eu1, us, eu2) = regions().await;
 
     // A round trip between the regions crosses the proxy twice (into the
     // far instance's subscription, out of its publish).
     let mut x = connect(&eu1).await;
     let mut y = connect(&us).await;
     let mut z = connect(&eu2).await;
-    join_all("m", &mut [&mut x, &mut y, &mut z]).await;
+    // The far member joins last, so no member near Redis joins right
+    // after it (the first test covers that).
+    join_all("m", &mut [&mut x, &mut z, &mut y]).await;
     for i in 0..5 {
         let started = Instant::now();
         x.signal("m", y.peer(), json!({"ping": i})).await.unwrap();
