@@ -182,3 +182,42 @@ async fn an_unreadable_ca_stops_the_gateway_with_64() {
     let _ = std::fs::remove_file(&junk);
     assert!(log.contains("REDIS_CA_CERT"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_with_redis_username() {
+    let redis = Redis::start(RedisOptions::password(PASSWORD)).await;
+    let user_pw = "acl-pw-0b7e-do-not-log";
+    redis
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "pantheon-gw",
+            "on",
+            &format!(">{user_pw}"),
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .await;
+    let env = vec![
+        ("REDIS_HOST".to_owned(), "127.0.0.1".to_owned()),
+        ("REDIS_PORT".to_owned(), redis.port().to_string()),
+        ("REDIS_USERNAME".to_owned(), "pantheon-gw".to_owned()),
+        ("REDIS_PASSWORD".to_owned(), user_pw.to_owned()),
+    ];
+    let url = vec![(
+        "REDIS_URL".to_owned(),
+        format!("redis://pantheon-gw:{user_pw}@127.0.0.1:{}", redis.port()),
+    )];
+    let a = instance("gw-a", "local", &env).spawn().await;
+    let b = instance("gw-b", "local", &url)
+        .env("REDIS_POOL_SIZE", "2")
+        .spawn()
+        .await;
+    cross_instance_basics(&[&a, &b]).await;
+    assert_secret_kept(&[&a, &b], user_pw).await;
+    // The gateways really are that user.
+    let clients = redis.cmd(&["CLIENT", "LIST"]).await.text().unwrap();
+    assert!(clients.contains("user=pantheon-gw"), "{clients}");
+    assert_keys_expire(&redis, "pantheon").await;
+}
