@@ -83,6 +83,9 @@ struct Room {
     members: HashMap<PeerId, Member>,
     /// Members served here; at zero the room is forgotten.
     local: usize,
+    /// While the room's snapshot is loading: membership events that arrived
+    /// after the subscription, applied on top of the snapshot.
+    pending: Option<Vec<Event>>,
 }
 
 impl Room {
@@ -191,7 +194,7 @@ impl Hub {
     /// that served it. On failure nothing is sent on `link`; a session that
     /// cannot be resumed without a gap ends at once.
     pub async fn resume(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         last_seq: u64,
         link: Link,
@@ -221,7 +224,7 @@ impl Hub {
     }
 
     async fn resume_from_elsewhere(
-        &self,
+        self: &Arc<Self>,
         id: &PeerId,
         secret: &str,
         last_seq: u64,
@@ -286,11 +289,11 @@ impl Hub {
         drop(inner);
         self.bus.register(id, peer.secret());
         for (room, meta) in rooms {
-            self.bus.announce(Change::Member {
+            drop(self.bus.announce(Change::Member {
                 room,
                 peer: id.clone(),
                 meta,
-            });
+            }));
         }
         if ok {
             Ok(peer)
@@ -357,11 +360,12 @@ impl Hub {
         if was_local {
             r.local -= 1;
             if announce {
-                self.bus.announce(Change::Left {
+                // Queued in order now; nobody waits on a departure.
+                drop(self.bus.announce(Change::Left {
                     room: room.clone(),
                     peer: id.clone(),
                     reason,
-                });
+                }));
             }
         }
         if r.local == 0 {
@@ -390,31 +394,62 @@ impl Hub {
     }
 
     /// Makes sure `room`'s events from other instances arrive here and its
-    /// remote members are known, before a local member joins.
-    async fn watch(&self, room: &RoomName) {
-        if self.lock().rooms.contains_key(room) {
-            return;
-        }
-        match self.bus.watch(room).await {
-            Ok(remote) => {
+    /// remote members are known, before a local member joins. Events that
+    /// arrive while the snapshot loads are kept and applied after it, so
+    /// nothing falls between the subscription and the snapshot.
+    async fn watch(self: &Arc<Self>, room: &RoomName) {
+        loop {
+            {
                 let mut inner = self.lock();
-                let r = inner.rooms.entry(room.clone()).or_default();
-                for m in remote {
-                    r.members.entry(m.peer).or_insert(Member {
-                        at: At::Remote(m.at),
-                        meta: m.meta,
-                    });
+                match inner.rooms.get(room) {
+                    Some(r) if r.pending.is_none() => return,
+                    Some(_) => {}
+                    None => {
+                        inner.rooms.insert(
+                            room.clone(),
+                            Room {
+                                pending: Some(Vec::new()),
+                                ..Room::default()
+                            },
+                        );
+                        break;
+                    }
                 }
             }
-            // Local rooms keep working while Redis is away; the room is
-            // re-synchronised when it is back.
-            Err(e) => tracing::warn!(%room, error = %e, "room watch failed; serving it locally"),
+            // Another join is loading this room: wait for it.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let loaded = self.bus.watch(room).await;
+        let queued = {
+            let mut inner = self.lock();
+            let Some(r) = inner.rooms.get_mut(room) else {
+                return;
+            };
+            match loaded {
+                Ok(remote) => {
+                    for m in remote {
+                        r.members.entry(m.peer).or_insert(Member {
+                            at: At::Remote(m.at),
+                            meta: m.meta,
+                        });
+                    }
+                }
+                // Local rooms keep working while Redis is away; the room is
+                // re-synchronised when it is back.
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "room watch failed; serving it locally")
+                }
+            }
+            r.pending.take().unwrap_or_default()
+        };
+        for event in queued {
+            self.apply(event);
         }
     }
 
     /// `join`: replies `joined` and tells the others.
     pub async fn join(
-        &self,
+        self: &Arc<Self>,
         peer: &Arc<Peer>,
         room: RoomName,
         meta: Meta,
@@ -422,57 +457,79 @@ impl Hub {
     ) -> Result<(), Refusal> {
         self.watch(&room).await;
         let limits = &self.settings.limits;
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let entry = inner.peers.get_mut(&peer.id).ok_or(refuse(
-            ErrorCode::Internal,
-            "session is no longer registered",
-        ))?;
-        let already = entry.rooms.contains(&room);
-        if !already && entry.rooms.len() >= limits.max_rooms {
-            self.forget_if_empty(inner, &room);
-            return Err(refuse(
-                ErrorCode::TooManyRooms,
-                "too many rooms for this session",
-            ));
-        }
-        let r = inner.rooms.entry(room.clone()).or_default();
-        let notice = match r.members.get_mut(&peer.id) {
-            Some(m) if m.meta == meta => None,
-            Some(m) => {
-                m.meta = meta.clone();
-                Some((
-                    ServerKind::PeerUpdated,
-                    ServerMessage::PeerUpdated {
-                        room: room.clone(),
-                        peer: peer.id.clone(),
-                        meta: meta.clone(),
-                    },
-                ))
+        let (notice, announced) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let entry = inner.peers.get_mut(&peer.id).ok_or(refuse(
+                ErrorCode::Internal,
+                "session is no longer registered",
+            ))?;
+            let already = entry.rooms.contains(&room);
+            if !already && entry.rooms.len() >= limits.max_rooms {
+                self.forget_if_empty(inner, &room);
+                return Err(refuse(
+                    ErrorCode::TooManyRooms,
+                    "too many rooms for this session",
+                ));
             }
-            None => {
-                if r.members.len() >= limits.max_room_peers {
-                    self.forget_if_empty(inner, &room);
-                    return Err(refuse(ErrorCode::RoomFull, "room is full"));
+            let r = inner.rooms.entry(room.clone()).or_default();
+            let notice = match r.members.get_mut(&peer.id) {
+                Some(m) if m.meta == meta => None,
+                Some(m) => {
+                    m.meta = meta.clone();
+                    Some((
+                        ServerKind::PeerUpdated,
+                        ServerMessage::PeerUpdated {
+                            room: room.clone(),
+                            peer: peer.id.clone(),
+                            meta: meta.clone(),
+                        },
+                    ))
                 }
-                r.members.insert(
-                    peer.id.clone(),
-                    Member {
-                        at: At::Local(peer.clone()),
-                        meta: meta.clone(),
-                    },
-                );
-                r.local += 1;
-                entry.rooms.push(room.clone());
-                Some((
-                    ServerKind::PeerJoined,
-                    ServerMessage::PeerJoined {
-                        room: room.clone(),
-                        peer: peer.id.clone(),
-                        meta: meta.clone(),
-                    },
-                ))
-            }
+                None => {
+                    if r.members.len() >= limits.max_room_peers {
+                        self.forget_if_empty(inner, &room);
+                        return Err(refuse(ErrorCode::RoomFull, "room is full"));
+                    }
+                    r.members.insert(
+                        peer.id.clone(),
+                        Member {
+                            at: At::Local(peer.clone()),
+                            meta: meta.clone(),
+                        },
+                    );
+                    r.local += 1;
+                    entry.rooms.push(room.clone());
+                    Some((
+                        ServerKind::PeerJoined,
+                        ServerMessage::PeerJoined {
+                            room: room.clone(),
+                            peer: peer.id.clone(),
+                            meta: meta.clone(),
+                        },
+                    ))
+                }
+            };
+            self.set_gauges(inner);
+            // The membership is in Redis before anyone hears of it, so a client
+            // told `joined` can count on every instance knowing it.
+            let announced = notice.is_some().then(|| {
+                self.bus.announce(Change::Member {
+                    room: room.clone(),
+                    peer: peer.id.clone(),
+                    meta,
+                })
+            });
+            (notice, announced)
+        };
+        if let Some(announced) = announced
+            && let Err(e) = announced.await
+        {
+            tracing::debug!(%room, error = %e, "join not announced; re-asserted later");
+        }
+        let inner = self.lock();
+        let Some(r) = inner.rooms.get(&room) else {
+            return Err(refuse(ErrorCode::Internal, "room vanished; retry"));
         };
         let reply = encode_server(&ServerMessage::Joined {
             id,
@@ -482,13 +539,7 @@ impl Hub {
         peer.deliver(&reply, ServerKind::Joined, &self.metrics);
         if let Some((kind, msg)) = notice {
             deliver_local(r, Some(&peer.id), &encode_server(&msg), kind, &self.metrics);
-            self.bus.announce(Change::Member {
-                room,
-                peer: peer.id.clone(),
-                meta,
-            });
         }
-        self.set_gauges(inner);
         Ok(())
     }
 
@@ -520,44 +571,51 @@ impl Hub {
         Ok(())
     }
 
-    /// `update`: replaces meta, acks, and tells the others.
-    pub fn update(
+    /// `update`: replaces meta, tells the others, then acks.
+    pub async fn update(
         &self,
         peer: &Peer,
         room: RoomName,
         meta: Meta,
         id: Option<u64>,
     ) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        let r = inner.rooms.get_mut(&room).ok_or(NOT_IN_ROOM)?;
-        let me = r.members.get_mut(&peer.id).ok_or(NOT_IN_ROOM)?;
-        let changed = me.meta != meta;
-        me.meta = meta.clone();
+        let announced = {
+            let mut inner = self.lock();
+            let r = inner.rooms.get_mut(&room).ok_or(NOT_IN_ROOM)?;
+            let me = r.members.get_mut(&peer.id).ok_or(NOT_IN_ROOM)?;
+            let changed = me.meta != meta;
+            me.meta = meta.clone();
+            changed.then(|| {
+                let body = encode_server(&ServerMessage::PeerUpdated {
+                    room: room.clone(),
+                    peer: peer.id.clone(),
+                    meta: meta.clone(),
+                });
+                deliver_local(
+                    r,
+                    Some(&peer.id),
+                    &body,
+                    ServerKind::PeerUpdated,
+                    &self.metrics,
+                );
+                self.bus.announce(Change::Member {
+                    room,
+                    peer: peer.id.clone(),
+                    meta,
+                })
+            })
+        };
+        if let Some(announced) = announced
+            && let Err(e) = announced.await
+        {
+            tracing::debug!(error = %e, "update not announced; re-asserted later");
+        }
         if let Some(id) = id {
             peer.deliver(
                 &encode_server(&ServerMessage::Ack { id }),
                 ServerKind::Ack,
                 &self.metrics,
             );
-        }
-        if changed {
-            let body = encode_server(&ServerMessage::PeerUpdated {
-                room: room.clone(),
-                peer: peer.id.clone(),
-                meta: meta.clone(),
-            });
-            deliver_local(
-                r,
-                Some(&peer.id),
-                &body,
-                ServerKind::PeerUpdated,
-                &self.metrics,
-            );
-            self.bus.announce(Change::Member {
-                room,
-                peer: peer.id.clone(),
-                meta,
-            });
         }
         Ok(())
     }
@@ -657,6 +715,13 @@ impl Hub {
 
     /// Applies what another instance did.
     pub fn apply(self: &Arc<Self>, event: Event) {
+        if let Event::Member { room, .. } | Event::Left { room, .. } = &event {
+            let mut inner = self.lock();
+            if let Some(pending) = inner.rooms.get_mut(room).and_then(|r| r.pending.as_mut()) {
+                pending.push(event);
+                return;
+            }
+        }
         match event {
             Event::Member { room, member } => self.remote_member(room, member),
             Event::Left { room, peer, reason } => {

@@ -358,7 +358,7 @@ impl Session {
                     .await
             }
             Request::Leave { room } => hub.leave(&peer, room, id),
-            Request::Update { room, meta } => hub.update(&peer, room, meta, id),
+            Request::Update { room, meta } => hub.update(&peer, room, meta, id).await,
             Request::Peers { room } => hub.peers(&peer, room, id),
             Request::Signal { room, to, data } => {
                 hub.signal(&peer, room, to, data).await?;

@@ -192,10 +192,10 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// Stops receiving `room`'s events (its last local member left).
     fn unwatch(&self, room: &RoomName);
 
-    /// Tells the other instances about a local membership change. Changes
-    /// are applied in the order announced; failures are retried by the
-    /// next re-assertion.
-    fn announce(&self, change: Change);
+    /// Tells the other instances about a local membership change; resolves
+    /// once it is in Redis. Changes are applied in the order announced;
+    /// failures are repaired by the next re-assertion.
+    fn announce(&self, change: Change) -> BoxFuture<'_, Result<(), RouteError>>;
 
     /// Delivers an encoded message (without `seq`) to `to`, a member of
     /// `room` served by `at`. Resolves once the message is in Redis.
@@ -245,7 +245,9 @@ impl Bus for Standalone {
 
     fn unwatch(&self, _room: &RoomName) {}
 
-    fn announce(&self, _change: Change) {}
+    fn announce(&self, _change: Change) -> BoxFuture<'_, Result<(), RouteError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     fn send(
         &self,

@@ -51,6 +51,8 @@ use pubsub::{ClusterSource, Source, SubCmd, cluster_subscriber, reassert, snapsh
 
 /// How long a pipeline may take before its requests fail with `internal`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a cross-instance request waits for Redis, queueing included.
+const REQUEST_DEADLINE: Duration = Duration::from_millis(1200);
 /// Most operations pipelined in one round trip.
 const BATCH: usize = 512;
 /// Outbox capacity; beyond it sends fail fast instead of queueing forever.

@@ -22,6 +22,9 @@ pub(super) enum Op {
 /// Runs queued operations in order, many per round trip.
 pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
+    // One connection held across batches: taking one from the pool costs a
+    // health-check round trip, which a remote region pays dearly for.
+    let mut held: Option<Conn> = None;
     loop {
         let n = tokio::select! {
             () = stop.cancelled() => return,
@@ -31,8 +34,12 @@ pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: 
             return;
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, run_batch(&inner, &mut batch)).await;
+        let result =
+            tokio::time::timeout(COMMAND_TIMEOUT, run_batch(&inner, &mut held, &mut batch)).await;
         let ok = matches!(result, Ok(true));
+        if !ok {
+            held = None;
+        }
         inner.commands_ok.store(ok, Ordering::Relaxed);
         inner
             .metrics
@@ -64,14 +71,17 @@ pub(super) fn fail(batch: &mut Vec<Op>, err: RouteError) {
 }
 
 /// Runs one batch; false when Redis could not be reached.
-pub(super) async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
-    let mut conn = match inner.conn().await {
-        Ok(c) => c,
-        Err(e) => {
-            inner.metrics.redis_errors.inc();
-            fail(batch, e);
-            return false;
-        }
+pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mut Vec<Op>) -> bool {
+    let conn = match held {
+        Some(c) => c,
+        None => match inner.conn().await {
+            Ok(c) => held.insert(c),
+            Err(e) => {
+                inner.metrics.redis_errors.inc();
+                fail(batch, e);
+                return false;
+            }
+        },
     };
     let mut pipe = redis::pipe();
     let mut counts = Vec::with_capacity(batch.len());
@@ -94,7 +104,7 @@ pub(super) async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
             }
         }
     }
-    let replies: Vec<Value> = match exec(&mut conn, &pipe).await {
+    let replies: Vec<Value> = match exec(conn, &pipe).await {
         Ok(r) => r,
         Err(e) => {
             inner.metrics.redis_errors.inc();
@@ -130,7 +140,7 @@ pub(super) async fn run_batch(inner: &Inner, batch: &mut Vec<Op>) -> bool {
                 let result = if listeners {
                     Ok(())
                 } else {
-                    orphan_delivery(inner, &mut conn, &server, &to, payload, body).await
+                    orphan_delivery(inner, conn, &server, &to, payload, body).await
                 };
                 if let Some(tx) = done {
                     let _ = tx.send(result);

@@ -42,7 +42,7 @@ impl Bus for Redis {
         }
     }
 
-    fn announce(&self, change: Change) {
+    fn announce(&self, change: Change) -> BoxFuture<'_, Result<(), RouteError>> {
         let inner = &self.inner;
         let k = &inner.keys;
         let mut pipe = redis::pipe();
@@ -106,9 +106,18 @@ impl Bus for Redis {
             .arg(channel)
             .arg(wire.encode().as_ref())
             .ignore();
-        if inner.queue(Op::Cmds { pipe, done: None }).is_err() {
+        let (tx, rx) = oneshot::channel();
+        let queued = inner.queue(Op::Cmds {
+            pipe,
+            done: Some(tx),
+        });
+        if queued.is_err() {
             inner.metrics.redis_errors.inc();
         }
+        Box::pin(async move {
+            queued?;
+            answer(rx).await.map(|_| ())
+        })
     }
 
     fn send(
@@ -140,7 +149,7 @@ impl Bus for Redis {
         });
         Box::pin(async move {
             queued?;
-            rx.await.map_err(unavailable)?
+            answer(rx).await
         })
     }
 
@@ -169,7 +178,7 @@ impl Bus for Redis {
         });
         Box::pin(async move {
             queued?;
-            rx.await.map_err(unavailable)?.map(|_| ())
+            answer(rx).await.map(|_| ())
         })
     }
 
@@ -363,5 +372,15 @@ impl Bus for Redis {
             .arg(wire.encode().as_ref())
             .ignore();
         let _ = inner.queue(Op::Cmds { pipe, done: None });
+    }
+}
+
+/// Waits for the outbox's answer, but never longer than one request may
+/// take, however much is queued before it.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, RouteError>>) -> Result<T, RouteError> {
+    match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(RouteError::Unavailable("redis outbox stopped".into())),
+        Err(_) => Err(RouteError::Unavailable("redis timed out".into())),
     }
 }
