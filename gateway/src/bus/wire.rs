@@ -159,6 +159,34 @@ impl Reader {
     }
 }
 
+/// Wraps an encoded message with the wall-clock time (Unix milliseconds)
+/// after which it must not be delivered: its sender has been told it failed.
+pub fn with_deadline(payload: &[u8], expires_ms: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 9);
+    b.put_u8(b'E');
+    b.put_u64_le(expires_ms);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// Splits off a deadline added by [`with_deadline`], if any.
+pub fn split_deadline(mut bytes: Bytes) -> (Option<u64>, Bytes) {
+    if bytes.len() >= 9 && bytes[0] == b'E' {
+        bytes.advance(1);
+        let expires = bytes.get_u64_le();
+        (Some(expires), bytes)
+    } else {
+        (None, bytes)
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Wire {
     /// Encodes for a channel.
     pub fn encode(&self) -> Bytes {
@@ -395,6 +423,14 @@ mod tests {
         for w in all {
             assert_eq!(Wire::decode(w.encode()).unwrap(), w);
         }
+    }
+
+    #[test]
+    fn deadlines_wrap_and_unwrap() {
+        let inner = Bytes::from_static(b"D-payload");
+        let (d, rest) = split_deadline(with_deadline(&inner, 1234));
+        assert_eq!((d, rest), (Some(1234), inner.clone()));
+        assert_eq!(split_deadline(inner.clone()), (None, inner));
     }
 
     #[test]

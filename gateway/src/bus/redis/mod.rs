@@ -24,7 +24,7 @@ mod outbox;
 mod pubsub;
 mod routing;
 
-use super::wire::Wire;
+use super::wire::{self, Wire};
 use super::{
     BoxFuture, Bus, Change, Claim, Event, Handover, Health, Remote, RemoteMember, RouteError,
 };
@@ -53,6 +53,10 @@ use pubsub::{ClusterSource, Source, SubCmd, cluster_subscriber, reassert, snapsh
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a cross-instance request waits for Redis, queueing included.
 const REQUEST_DEADLINE: Duration = Duration::from_millis(1200);
+/// A relayed message reaching its recipient later than this after it was
+/// sent is dropped: shorter than `REQUEST_DEADLINE`, so a sender told
+/// `internal` can retry without a duplicate.
+const DELIVERY_DEADLINE_MS: u64 = 1000;
 /// Most operations pipelined in one round trip.
 const BATCH: usize = 512;
 /// Outbox capacity; beyond it sends fail fast instead of queueing forever.
@@ -395,6 +399,14 @@ impl Inner {
     }
 
     fn on_message(&self, payload: Bytes) {
+        let (deadline, payload) = wire::split_deadline(payload);
+        if deadline.is_some_and(|d| wire::now_ms() > d) {
+            // Its sender was already answered `internal`: delivering it now
+            // would make a retry a duplicate.
+            self.metrics.redis_errors.inc();
+            tracing::debug!("dropping a cross-instance message past its deadline");
+            return;
+        }
         let wire = match Wire::decode(payload) {
             Ok(w) => w,
             Err(e) => {

@@ -83,6 +83,12 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
             }
         },
     };
+    // Requests whose sender already gave up (deadline) are not sent.
+    batch.retain(|op| match op {
+        Op::Cmds { done: Some(tx), .. } => !tx.is_closed(),
+        Op::Direct { done: Some(tx), .. } => !tx.is_closed(),
+        _ => true,
+    });
     let mut pipe = redis::pipe();
     let mut counts = Vec::with_capacity(batch.len());
     for op in batch.iter() {

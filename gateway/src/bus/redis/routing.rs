@@ -136,6 +136,7 @@ impl Bus for Redis {
             body: body.clone(),
         }
         .encode();
+        let payload = wire::with_deadline(&payload, wire::now_ms() + DELIVERY_DEADLINE_MS);
         if at.region != inner.s.region {
             inner.metrics.cross_region.inc();
         }
@@ -160,7 +161,7 @@ impl Bus for Redis {
         body: Bytes,
     ) -> BoxFuture<'_, Result<(), RouteError>> {
         let inner = &self.inner;
-        let wire = Wire::Broadcast {
+        let message = Wire::Broadcast {
             origin: inner.s.server.clone(),
             region: inner.s.region.clone(),
             room: room.clone(),
@@ -170,7 +171,10 @@ impl Bus for Redis {
         let mut pipe = redis::pipe();
         pipe.cmd(inner.publish)
             .arg(inner.keys.ch_room(room.as_str()))
-            .arg(wire.encode().as_ref());
+            .arg(
+                wire::with_deadline(&message.encode(), wire::now_ms() + DELIVERY_DEADLINE_MS)
+                    .as_ref(),
+            );
         let (tx, rx) = oneshot::channel();
         let queued = inner.queue(Op::Cmds {
             pipe,
