@@ -83,9 +83,9 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
             }
         },
     };
-    // Requests whose sender already gave up (deadline) are not sent.
+    // Signals whose sender already gave up (deadline) are not sent.
+    // (Membership changes always are: nobody waits on a departure.)
     batch.retain(|op| match op {
-        Op::Cmds { done: Some(tx), .. } => !tx.is_closed(),
         Op::Direct { done: Some(tx), .. } => !tx.is_closed(),
         _ => true,
     });
