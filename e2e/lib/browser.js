@@ -100,5 +100,17 @@ export async function openPage(browser, site, name) {
   });
   await page.goto(site.url);
   await page.waitForFunction(() => window.pantheon, null, { timeout: 5000 });
-  return { name, page, context, problems, close: () => context.close() };
+  return {
+    name,
+    page,
+    context,
+    problems,
+    // Sessions end with a goodbye that has reached the gateway before the
+    // context goes: a context closed right before the browser may never get
+    // its WebTransport close out, and the gateway would see a lost client.
+    close: async () => {
+      if (!page.isClosed()) await page.evaluate(() => pantheon.closeAll()).catch(() => {});
+      await context.close().catch(() => {});
+    },
+  };
 }

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { existsSync, mkdtempSync, createWriteStream, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,7 +70,8 @@ export async function startGateway(env = {}) {
     throw new Error(`gateway binary ${GATEWAY_BIN} not found: run \`cargo build --release -p pantheon-gateway\` first (or set PANTHEON_BIN)`);
   }
   const port = await freePort();
-  const logPath = join(mkdtempSync(join(tmpdir(), 'pantheon-e2e-')), 'gateway.log');
+  const logDir = mkdtempSync(join(tmpdir(), 'pantheon-e2e-'));
+  const logPath = join(logDir, 'gateway.log');
   const log = createWriteStream(logPath);
   const child = spawn(GATEWAY_BIN, [], {
     env: {
@@ -104,20 +105,32 @@ export async function startGateway(env = {}) {
     log() {
       try { return readFileSync(logPath, 'utf8'); } catch { return ''; }
     },
+    /** GET /health as JSON. */
+    async health() {
+      return (await fetch(`${gw.http}/health`)).json();
+    },
     /** Last lines of the log, for failure messages. */
     tail(n = 40) {
       return gw.log().trimEnd().split('\n').slice(-n).join('\n');
     },
+    /**
+     * Stops the gateway (SIGTERM, SIGKILL after 10 s) and returns how it
+     * exited and its log.
+     * The log file is removed unless E2E_KEEP_LOGS is set.
+     */
     async stop() {
-      if (exited) return exited;
-      child.kill('SIGTERM');
-      const r = await Promise.race([exitPromise, sleep(3000).then(() => null)]);
-      if (!r) {
-        child.kill('SIGKILL');
-        await exitPromise;
+      if (!exited) {
+        child.kill('SIGTERM');
+        const r = await Promise.race([exitPromise, sleep(10_000).then(() => null)]);
+        if (!r) {
+          child.kill('SIGKILL');
+          await exitPromise;
+        }
       }
-      log.end();
-      return exited;
+      await new Promise((ok) => log.end(ok));
+      const text = gw.log();
+      if (!process.env.E2E_KEEP_LOGS) rmSync(logDir, { recursive: true, force: true });
+      return { ...exited, log: text };
     },
   };
 
@@ -137,4 +150,33 @@ export async function startGateway(env = {}) {
     await sleep(50);
   }
   return gw;
+}
+
+/**
+ * The end of a suite: once every client has gone, the gateway has no
+ * connection left, exits with status 0 on SIGTERM and never panicked.
+ * Throws an AssertionError-like Error describing what was wrong.
+ */
+export async function expectCleanShutdown(gw, { settleMs = 5000 } = {}) {
+  const deadline = Date.now() + settleMs;
+  let conns;
+  for (;;) {
+    conns = (await gw.health()).connections;
+    if (conns.websocket === 0 && conns.webtransport === 0) break;
+    if (Date.now() > deadline) {
+      await gw.stop();
+      throw new Error(`connections left ${settleMs} ms after every page and browser closed: ${JSON.stringify(conns)}`);
+    }
+    await sleep(100);
+  }
+  const t0 = Date.now();
+  const stopped = await gw.stop();
+  const took = Date.now() - t0;
+  if (/panicked/.test(stopped.log)) {
+    throw new Error(`the gateway panicked:\n${stopped.log.slice(-4000)}`);
+  }
+  if (stopped.code !== 0) {
+    throw new Error(`gateway exit after SIGTERM: ${JSON.stringify({ code: stopped.code, signal: stopped.signal })} after ${took} ms; log:\n${stopped.log.slice(-4000)}`);
+  }
+  return { took };
 }

@@ -388,4 +388,11 @@ class RtcPeer {
   }
 }
 
-window.pantheon = { Conn, RtcPeer, sleep, conns: {}, peers: {} };
+/** Ends every session still open with a goodbye and waits for the closes. */
+async function closeAll(ms = 2000) {
+  const open = Object.values(window.pantheon.conns).filter((c) => !c.closed);
+  for (const c of open) c.close(c.kind === 'ws' ? 1000 : 0, 'page done');
+  await Promise.allSettled(open.map((c) => c.waitClosed(ms)));
+}
+
+window.pantheon = { Conn, RtcPeer, sleep, closeAll, conns: {}, peers: {} };
