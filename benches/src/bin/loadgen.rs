@@ -50,6 +50,11 @@ struct Global {
     /// wt`).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:3000/ws")]
     url: String,
+    /// Where the receiving side of each pair connects (default: `--url`):
+    /// another instance of the same system measures cross-instance relay
+    /// (WebSocket only).
+    #[arg(long, global = true)]
+    peer_url: Option<String>,
     /// `ws` (WebSocket) or `wt` (WebTransport). With `wt` and a `ws://`
     /// `--url`, the WebTransport URL is `https://HOST:WT_PORT/wt` with the
     /// same host, and WT_PORT from `--wt-port` or else PORT.
@@ -65,9 +70,17 @@ struct Global {
     /// WebTransport: accept any certificate instead of fetching its hash.
     #[arg(long, global = true)]
     insecure: bool,
+    /// WebTransport: open every connection from one shared client endpoint
+    /// (one UDP socket) instead of one endpoint each. Cheaper for the
+    /// loader; the gateway sees the same sessions.
+    #[arg(long, global = true)]
+    wt_shared_endpoint: bool,
     /// The fetched certificate hash (set at start-up).
     #[arg(skip)]
     cert_hash: Option<[u8; 32]>,
+    /// The shared endpoint (set at start-up).
+    #[arg(skip)]
+    wt_endpoint: Option<pantheon_client::WtEndpoint>,
     /// `hello.token` (JWT or shared key) when the gateway has auth on.
     #[arg(long, global = true, env = "PANTHEON_TOKEN")]
     token: Option<String>,

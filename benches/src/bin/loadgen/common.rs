@@ -137,6 +137,9 @@ pub(crate) async fn resolve(global: &mut Global) -> anyhow::Result<()> {
             .with_context(|| format!("fetching the certificate hash from {base}/webtransport/cert-hash (or pass --insecure)"))?;
         global.cert_hash = Some(hash);
     }
+    if global.transport == TransportArg::Wt && global.wt_shared_endpoint {
+        global.wt_endpoint = Some(pantheon_client::WtEndpoint::new(&options(global))?);
+    }
     Ok(())
 }
 
@@ -162,6 +165,7 @@ pub(crate) fn options(global: &Global) -> Options {
         connect_timeout: Duration::from_secs(30),
         cert_hashes: global.cert_hash.into_iter().collect(),
         insecure_skip_verify: global.insecure,
+        wt_endpoint: global.wt_endpoint.clone(),
         ..Options::default()
     }
 }
@@ -177,7 +181,8 @@ pub(crate) async fn connect_pairs(global: &Global, n: usize) -> anyhow::Result<V
             async move {
                 let room = RoomName::new(&room)?;
                 let sender = Client::connect_with(&global.url, opts.clone()).await?;
-                let receiver = Client::connect_with(&global.url, opts).await?;
+                let receiver_url = global.peer_url.as_deref().unwrap_or(&global.url);
+                let receiver = Client::connect_with(receiver_url, opts).await?;
                 sender.join(&room, None).await?;
                 receiver.join(&room, None).await?;
                 let to = receiver.peer().clone();
