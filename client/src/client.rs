@@ -276,6 +276,7 @@ pub(crate) fn wt_dial(options: &Options) -> wt::Dial<'_> {
         cert_hashes: &options.cert_hashes,
         insecure: options.insecure_skip_verify,
         read_buffer: options.read_buffer,
+        endpoint: options.wt_endpoint.as_ref(),
     }
 }
 

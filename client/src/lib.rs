@@ -89,7 +89,7 @@ pub use fields::{IntoData, IntoPeer, IntoRoom};
 pub use options::{Options, SUBPROTOCOL};
 pub use seq::SeqError;
 pub use transport::Transport;
-pub use wt::fetch_cert_hash;
+pub use wt::{WtEndpoint, fetch_cert_hash};
 
 /// The protocol crate, re-exported so users name the same types.
 pub use pantheon_protocol as protocol;

@@ -57,6 +57,10 @@ pub struct Options {
     /// WebTransport: accept any server certificate. For tests only: it
     /// gives up on knowing who the server is.
     pub insecure_skip_verify: bool,
+    /// WebTransport: connect from this shared endpoint (its certificate
+    /// trust applies, not `cert_hashes`/`insecure_skip_verify`) instead of a
+    /// new one per connection.
+    pub wt_endpoint: Option<crate::WtEndpoint>,
 }
 
 impl Options {
@@ -95,6 +99,7 @@ impl Default for Options {
             read_buffer: 64 * 1024,
             cert_hashes: Vec::new(),
             insecure_skip_verify: false,
+            wt_endpoint: None,
         }
     }
 }

@@ -46,6 +46,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use wtransport::endpoint::ConnectOptions;
+use wtransport::endpoint::endpoint_side::Client as ClientSide;
 use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -67,9 +68,46 @@ const CANCELLED: u32 = 0;
 /// How long [`fetch_cert_hash`] may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A WebTransport client endpoint — one UDP socket and one QUIC endpoint
+/// task — that several connections can share through
+/// [`crate::Options::wt_endpoint`]. Without one, every connection opens its
+/// own (as independent clients would).
+///
+/// Sharing costs the client less per packet (one socket read for the
+/// packets of many connections); the server sees the same. Create it inside
+/// the tokio runtime that will use it: its task runs there.
+#[derive(Clone)]
+pub struct WtEndpoint(Arc<Endpoint<ClientSide>>);
+
+impl std::fmt::Debug for WtEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WtEndpoint")
+            .field(&self.0.local_addr().ok())
+            .finish()
+    }
+}
+
+impl WtEndpoint {
+    /// Binds an endpoint that trusts servers as `options` say
+    /// ([`crate::Options::cert_hashes`],
+    /// [`crate::Options::insecure_skip_verify`], else the system's roots).
+    pub fn new(options: &crate::Options) -> Result<Self, Error> {
+        let dial = Dial {
+            origin: None,
+            cert_hashes: &options.cert_hashes,
+            insecure: options.insecure_skip_verify,
+            read_buffer: options.read_buffer,
+            endpoint: None,
+        };
+        Ok(Self(Arc::new(Endpoint::client(client_config(&dial))?)))
+    }
+}
+
 /// How to open a WebTransport session.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dial<'a> {
+    /// A shared endpoint to connect from (its trust settings apply).
+    pub(crate) endpoint: Option<&'a WtEndpoint>,
     /// Sent as `Origin` on the extended CONNECT.
     pub(crate) origin: Option<&'a str>,
     /// `serverCertificateHashes`; empty: the system's root certificates.
@@ -164,7 +202,10 @@ fn close_info(e: &ConnectionError) -> CloseInfo {
 
 /// Opens a session and its control stream (nothing is sent on it yet).
 pub(crate) async fn open(url: &str, dial: Dial<'_>) -> Result<(WtSink, WtStream), Error> {
-    let endpoint = Endpoint::client(client_config(&dial))?;
+    let endpoint = match dial.endpoint {
+        Some(shared) => shared.0.clone(),
+        None => Arc::new(Endpoint::client(client_config(&dial))?),
+    };
     let mut options = ConnectOptions::builder(url);
     if let Some(origin) = dial.origin {
         options = options.add_header("origin", origin);
@@ -248,7 +289,7 @@ struct Reader {
     ended: watch::Receiver<Option<CloseInfo>>,
     done: bool,
     /// Kept for as long as the connection is read.
-    _endpoint: Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    _endpoint: Arc<Endpoint<ClientSide>>,
 }
 
 impl Reader {

@@ -411,3 +411,50 @@ async fn raw_bytes_and_lines_over_the_control_stream() {
     let info = within(WAIT, "the close", raw.recv_close()).await.unwrap();
     assert_eq!(info.code, Some(1009), "{info}");
 }
+
+#[tokio::test]
+async fn connections_can_share_one_endpoint() {
+    let gw = Gw::with(|c| c.resume_grace = Duration::from_secs(30)).await;
+    let endpoint = pantheon_client::WtEndpoint::new(&gw.options()).expect("endpoint");
+    // Its own trust applies: no hash in the connection's options.
+    let shared = || Options {
+        wt_endpoint: Some(endpoint.clone()),
+        ..Options::default()
+    };
+    let url = gw.url(WT);
+    let mut a = within(WAIT, "connect", Client::connect_with(&url, shared()))
+        .await
+        .expect("a");
+    let mut b = within(WAIT, "connect", Client::connect_with(&url, shared()))
+        .await
+        .expect("b");
+    let c = within(WAIT, "connect", Client::connect_with(&url, shared()))
+        .await
+        .expect("c");
+    a.join("s", None).await.unwrap();
+    b.join("s", None).await.unwrap();
+    expect_peer_joined(&mut a, "s", b.peer()).await;
+    c.join("s", None).await.unwrap();
+    expect_peer_joined(&mut a, "s", c.peer()).await;
+    expect_peer_joined(&mut b, "s", c.peer()).await;
+    // One connection ending leaves the others alone: a goodbye, then a
+    // loss.
+    let c_peer = c.peer().clone();
+    drop(c);
+    b.signal("s", a.peer(), json!("over the shared socket"))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_signal(&mut a, "s", &b).await,
+        json!("over the shared socket")
+    );
+    let b_peer = b.peer().clone();
+    within(WAIT, "close", b.close()).await.unwrap();
+    assert_eq!(expect_peer_left(&mut a, "s", &b_peer).await, "left");
+    // c is in its grace window: still a member, without a connection.
+    let peers = a.peers("s").await.unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].peer, c_peer);
+    gw.until("only a connected", |g| g.connections(WT) == 1)
+        .await;
+}
