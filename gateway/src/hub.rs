@@ -623,11 +623,7 @@ impl Hub {
     /// `peers`: the other members now.
     pub fn peers(&self, peer: &Peer, room: RoomName, id: Option<u64>) -> Result<(), Refusal> {
         let inner = self.lock();
-        let r = inner
-            .rooms
-            .get(&room)
-            .filter(|r| r.members.contains_key(&peer.id))
-            .ok_or(NOT_IN_ROOM)?;
+        let r = joined(&inner, &room, &peer.id)?;
         let reply = encode_server(&ServerMessage::Peers {
             id,
             peers: Self::others(r, &peer.id),
@@ -653,11 +649,7 @@ impl Hub {
         });
         let remote = {
             let inner = self.lock();
-            let r = inner
-                .rooms
-                .get(&room)
-                .filter(|r| r.members.contains_key(&peer.id))
-                .ok_or(NOT_IN_ROOM)?;
+            let r = joined(&inner, &room, &peer.id)?;
             if to == peer.id {
                 return Err(refuse(ErrorCode::BadRequest, "cannot signal yourself"));
             }
@@ -685,11 +677,7 @@ impl Hub {
         });
         let remote = {
             let inner = self.lock();
-            let r = inner
-                .rooms
-                .get(&room)
-                .filter(|r| r.members.contains_key(&peer.id))
-                .ok_or(NOT_IN_ROOM)?;
+            let r = joined(&inner, &room, &peer.id)?;
             deliver_local(
                 r,
                 Some(&peer.id),
@@ -906,6 +894,15 @@ impl Hub {
             }),
         );
     }
+}
+
+/// The room `me` is a member of, or `not_in_room`.
+fn joined<'a>(inner: &'a Inner, room: &RoomName, me: &PeerId) -> Result<&'a Room, Refusal> {
+    inner
+        .rooms
+        .get(room)
+        .filter(|r| r.members.contains_key(me))
+        .ok_or(NOT_IN_ROOM)
 }
 
 /// Delivers to every member served here, except `except`.
