@@ -7,7 +7,9 @@
 //! give the ordering guarantees: a joiner gets `joined` before anything from
 //! the room, and one sender's messages reach one recipient in order.
 
-use crate::bus::{Bus, Change, Claim, Event, Handover, Remote, RemoteMember, RouteError};
+use crate::bus::{
+    BoxFuture, Bus, Change, Claim, Event, Handover, Remote, RemoteMember, RouteError,
+};
 use crate::metrics::Metrics;
 use crate::peer::{Link, Peer, ReplayError};
 use bytes::Bytes;
@@ -44,6 +46,26 @@ fn route_refusal(e: RouteError) -> Refusal {
     match e {
         RouteError::NotFound => PEER_NOT_FOUND,
         RouteError::Unavailable(_) => UNROUTABLE,
+    }
+}
+
+/// What became of a relayed message (`signal`, `broadcast`).
+pub enum Relayed {
+    /// Delivered to every recipient on this instance, and there are none
+    /// elsewhere.
+    Done,
+    /// Also on its way to other instances. It is already queued, in order
+    /// behind the sender's earlier messages; this resolves once Redis has
+    /// it.
+    Routing(BoxFuture<'static, Result<(), Refusal>>),
+}
+
+impl std::fmt::Debug for Relayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Done => "Done",
+            Self::Routing(_) => "Routing",
+        })
     }
 }
 
@@ -635,13 +657,13 @@ impl Hub {
 
     /// `signal`: relays `data` to one member of a shared room, here or on
     /// another instance.
-    pub async fn signal(
+    pub fn signal(
         &self,
         peer: &Peer,
         room: RoomName,
         to: PeerId,
         data: Data,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Relayed, Refusal> {
         let body = encode_server(&ServerMessage::Signal {
             room: room.clone(),
             from: peer.id.clone(),
@@ -656,20 +678,20 @@ impl Hub {
             match r.members.get(&to).map(|m| &m.at) {
                 Some(At::Local(target)) => {
                     target.deliver(&body, ServerKind::Signal, &self.metrics);
-                    return Ok(());
+                    return Ok(Relayed::Done);
                 }
                 Some(At::Remote(at)) => at.clone(),
                 None => return Err(PEER_NOT_FOUND),
             }
         };
-        self.bus
-            .send(&remote, &room, &to, body)
-            .await
-            .map_err(route_refusal)
+        let routed = self.bus.send(&remote, &room, &to, body);
+        Ok(Relayed::Routing(Box::pin(async move {
+            routed.await.map_err(route_refusal)
+        })))
     }
 
     /// `broadcast`: relays `data` to every other member.
-    pub async fn broadcast(&self, peer: &Peer, room: RoomName, data: Data) -> Result<(), Refusal> {
+    pub fn broadcast(&self, peer: &Peer, room: RoomName, data: Data) -> Result<Relayed, Refusal> {
         let body = encode_server(&ServerMessage::Broadcast {
             room: room.clone(),
             from: peer.id.clone(),
@@ -687,13 +709,13 @@ impl Hub {
             );
             r.has_remote()
         };
-        if remote {
-            self.bus
-                .publish(&room, &peer.id, body)
-                .await
-                .map_err(|_| UNROUTABLE)?;
+        if !remote {
+            return Ok(Relayed::Done);
         }
-        Ok(())
+        let routed = self.bus.publish(&room, &peer.id, body);
+        Ok(Relayed::Routing(Box::pin(async move {
+            routed.await.map_err(|_| UNROUTABLE)
+        })))
     }
 
     /// Every session served here (for drain).

@@ -5,13 +5,15 @@
 //! A transport hands over a `Stream` of [`Inbound`] and a `Sink` of
 //! [`Outbound`]; nothing here knows which transport it serves.
 
+use crate::bus::BoxFuture;
 use crate::gateway::Shared;
-use crate::hub::Refusal;
+use crate::hub::{Refusal, Relayed};
 use crate::limit::{Limiter, Verdict};
 use crate::metrics::Transport;
 use crate::peer::{Control, Link, Peer};
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use pantheon_protocol::{
     ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, Request, ServerKind,
     ServerMessage, VERSION, Welcome, decode_client, encode_server,
@@ -25,6 +27,13 @@ use tokio::time::{Instant, sleep_until};
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// Most queued items written per flush.
 const WRITE_BATCH: usize = 256;
+/// Most relayed messages one session keeps in flight to other instances.
+/// They are routed in the order sent; their replies come in the same order.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A relayed message on its way to another instance: its request `id`, when
+/// it was received, and the outcome once Redis has it.
+type InFlight = BoxFuture<'static, (Option<u64>, Instant, Result<(), Refusal>)>;
 
 /// How a connection ended, seen from the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +130,28 @@ impl Session {
         if let Err(end) = self.handshake(&mut incoming).await {
             return end;
         }
+        let mut in_flight = FuturesOrdered::new();
+        let end = self.serve(&mut incoming, &mut in_flight).await;
+        if !in_flight.is_empty() {
+            // The connection is gone but these messages are queued for other
+            // instances: see them through, so none is cancelled as abandoned,
+            // and keep their replies for a resume.
+            let shared = Arc::clone(&self.shared);
+            let peer = self.peer.clone().expect("in flight after hello");
+            tokio::spawn(async move {
+                while let Some((id, received, outcome)) = in_flight.next().await {
+                    settle(&shared, &peer, id, received, outcome);
+                }
+            });
+        }
+        end
+    }
+
+    /// Reads and answers messages until the connection ends.
+    async fn serve<I>(&mut self, incoming: &mut I, in_flight: &mut FuturesOrdered<InFlight>) -> End
+    where
+        I: Stream<Item = Inbound> + Unpin,
+    {
         let cfg = &self.shared.config;
         let (ping_interval, ping_timeout) = (cfg.ping_interval, cfg.ping_timeout);
         let mut next_ping = Instant::now() + ping_interval;
@@ -140,15 +171,18 @@ impl Session {
                     reconnect_sent = true;
                     self.send(&ServerMessage::Reconnect { reason: "draining".into(), after_ms: 0 });
                 }
-                item = incoming.next() => {
+                Some((id, received, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(id, received, outcome);
+                }
+                item = incoming.next(), if in_flight.len() < MAX_IN_FLIGHT => {
                     self.last_seen = Instant::now();
                     match item {
                         Some(Inbound::Text(text)) => {
-                            if let Some(end) = self.on_text(&text).await {
+                            if let Some(end) = self.on_text(&text, in_flight).await {
                                 return end;
                             }
                         }
-                        Some(Inbound::Binary) => match self.admit(None) {
+                        Some(Inbound::Binary) => match self.drain(in_flight).await.admit(None) {
                             Ok(()) => {
                                 self.shared.metrics.received(None);
                                 self.error(None, ErrorCode::BadRequest, "binary frames are not part of the protocol; send text");
@@ -293,9 +327,19 @@ impl Session {
     }
 
     /// Handles one text message; returns how the connection ends, if it does.
-    async fn on_text(&mut self, text: &Bytes) -> Option<End> {
+    ///
+    /// A `signal` or `broadcast` to another instance does not hold up the
+    /// next message: it joins `in_flight` (already queued for Redis, in
+    /// order) and is acknowledged when Redis has it. Any other message first
+    /// waits for those, so every reply comes in request order.
+    async fn on_text(
+        &mut self,
+        text: &Bytes,
+        in_flight: &mut FuturesOrdered<InFlight>,
+    ) -> Option<End> {
         let received = Instant::now();
         if text.len() > self.shared.config.limits.max_message_bytes {
+            self.drain(in_flight).await;
             self.shared.metrics.received(None);
             return match self.admit(None) {
                 Ok(()) => {
@@ -315,6 +359,16 @@ impl Session {
             Ok(m) => m.id,
             Err(r) => r.id,
         };
+        let is_relay = matches!(
+            &decoded,
+            Ok(ClientMessage {
+                request: Request::Signal { .. } | Request::Broadcast { .. },
+                ..
+            })
+        );
+        if !is_relay {
+            self.drain(in_flight).await;
+        }
         if let Err(end) = self.admit(id) {
             return end;
         }
@@ -327,28 +381,19 @@ impl Session {
                 return None;
             }
         };
-        let kind = msg.request.kind();
-        self.shared.metrics.received(Some(kind));
-        let is_relay = matches!(
-            msg.request,
-            Request::Signal { .. } | Request::Broadcast { .. }
-        );
-        if let Err(refusal) = self.dispatch(msg).await {
-            self.error(id, refusal.code, refusal.message);
-        } else if is_relay {
-            self.shared
-                .metrics
-                .relay_latency
-                .observe(received.elapsed().as_secs_f64());
-        }
-        None
-    }
-
-    async fn dispatch(&mut self, msg: ClientMessage) -> Result<(), Refusal> {
-        let peer = self.peer.clone().expect("dispatch runs after hello");
-        let hub = &self.shared.hub;
-        let id = msg.id;
-        match msg.request {
+        self.shared.metrics.received(Some(msg.request.kind()));
+        let peer = self.peer.clone().expect("messages after hello have a peer");
+        let shared = Arc::clone(&self.shared);
+        let hub = &shared.hub;
+        let replied = match msg.request {
+            Request::Signal { room, to, data } => {
+                self.relayed(hub.signal(&peer, room, to, data), id, received, in_flight);
+                return None;
+            }
+            Request::Broadcast { room, data } => {
+                self.relayed(hub.broadcast(&peer, room, data), id, received, in_flight);
+                return None;
+            }
             Request::Hello { .. } => Err(Refusal {
                 code: ErrorCode::BadRequest,
                 message: "hello was already sent on this connection",
@@ -360,26 +405,53 @@ impl Session {
             Request::Leave { room } => hub.leave(&peer, room, id),
             Request::Update { room, meta } => hub.update(&peer, room, meta, id).await,
             Request::Peers { room } => hub.peers(&peer, room, id),
-            Request::Signal { room, to, data } => {
-                hub.signal(&peer, room, to, data).await?;
-                self.ack(id);
-                Ok(())
-            }
-            Request::Broadcast { room, data } => {
-                hub.broadcast(&peer, room, data).await?;
-                self.ack(id);
-                Ok(())
-            }
             Request::Ping => {
                 self.send(&ServerMessage::Pong { id });
                 Ok(())
             }
+        };
+        if let Err(refusal) = replied {
+            self.error(id, refusal.code, refusal.message);
+        }
+        None
+    }
+
+    /// Answers a relayed message now, or once Redis has it when it went to
+    /// other instances; behind any earlier ones still in flight either way.
+    fn relayed(
+        &self,
+        relayed: Result<Relayed, Refusal>,
+        id: Option<u64>,
+        received: Instant,
+        in_flight: &mut FuturesOrdered<InFlight>,
+    ) {
+        let outcome = match relayed {
+            Ok(Relayed::Routing(routed)) => {
+                in_flight.push_back(routed.map(move |r| (id, received, r)).boxed());
+                return;
+            }
+            Ok(Relayed::Done) => Ok(()),
+            Err(refusal) => Err(refusal),
+        };
+        if in_flight.is_empty() {
+            self.settle(id, received, outcome);
+        } else {
+            in_flight.push_back(std::future::ready((id, received, outcome)).boxed());
         }
     }
 
-    fn ack(&self, id: Option<u64>) {
-        if let Some(id) = id {
-            self.send(&ServerMessage::Ack { id });
+    /// Waits for every relayed message in flight and answers each.
+    async fn drain(&mut self, in_flight: &mut FuturesOrdered<InFlight>) -> &mut Self {
+        while let Some((id, received, outcome)) = in_flight.next().await {
+            self.settle(id, received, outcome);
+        }
+        self
+    }
+
+    /// Answers a relayed message: `ack` (when it had an `id`) or the error.
+    fn settle(&self, id: Option<u64>, received: Instant, outcome: Result<(), Refusal>) {
+        if let Some(peer) = &self.peer {
+            settle(&self.shared, peer, id, received, outcome);
         }
     }
 
@@ -424,6 +496,33 @@ impl Session {
             End::Lost | End::Closed(_) => hub.detach(peer, self.link.conn),
         }
     }
+}
+
+/// Answers a relayed message: `ack` (when it had an `id`) or the error.
+fn settle(
+    shared: &Shared,
+    peer: &Peer,
+    id: Option<u64>,
+    received: Instant,
+    outcome: Result<(), Refusal>,
+) {
+    let metrics = &shared.metrics;
+    let reply = match outcome {
+        Ok(()) => {
+            metrics
+                .relay_latency
+                .observe(received.elapsed().as_secs_f64());
+            match id {
+                Some(id) => ServerMessage::Ack { id },
+                None => return,
+            }
+        }
+        Err(refusal) => {
+            metrics.error(refusal.code);
+            ServerMessage::error(id, refusal.code, refusal.message)
+        }
+    };
+    peer.deliver(&encode_server(&reply), reply.kind(), metrics);
 }
 
 impl Shared {

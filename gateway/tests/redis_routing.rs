@@ -10,6 +10,7 @@ use scale::{
     ordering_across_instances, unlimited,
 };
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_over_redis_host_and_port() {
@@ -90,4 +91,85 @@ async fn welcome_and_health_carry_the_region_and_local_counts() {
     x.close().await.unwrap();
     y.close().await.unwrap();
     assert_keys_expire(&redis, "pantheon").await;
+}
+
+/// A sender does not wait for Redis between cross-instance signals: it may
+/// keep many in flight, and still every reply comes in request order (a
+/// refusal in its place, a later non-relay request after all of them), and
+/// the recipient gets every signal in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_cross_instance_signals_are_answered_in_request_order() {
+    use pantheon_client::protocol::{ErrorCode, ServerMessage};
+    use pantheon_client::raw::RawSocket;
+
+    let redis = Redis::start(RedisOptions::plain()).await;
+    let env = redis.env();
+    let a = unlimited(instance("gw-a", "local", &env)).spawn().await;
+    let b = unlimited(instance("gw-b", "local", &env)).spawn().await;
+    let mut to = connect(&b).await;
+    to.join("pipe", None).await.unwrap();
+    let mut raw = RawSocket::connect(&a.ws_url()).await.unwrap();
+    raw.send_text(r#"{"type":"hello","v":1,"id":0}"#)
+        .await
+        .unwrap();
+    let welcome = raw.recv_message().await.unwrap();
+    let ServerMessage::Welcome(_) = welcome.message else {
+        panic!("expected welcome, got {welcome:?}");
+    };
+    raw.send_text(r#"{"type":"join","room":"pipe","id":1}"#)
+        .await
+        .unwrap();
+    assert!(matches!(
+        raw.recv_message().await.unwrap().message,
+        ServerMessage::Joined { .. }
+    ));
+    let dest = to.peer().as_str().to_owned();
+    let n: u64 = 300;
+    let refused_at = 150;
+    // Everything written before reading a single reply.
+    for i in 2..2 + n {
+        let target = if i == refused_at { "p_nobody" } else { &dest };
+        raw.send_text(format!(
+            r#"{{"type":"signal","room":"pipe","to":"{target}","data":{i},"id":{i}}}"#
+        ))
+        .await
+        .unwrap();
+    }
+    let last = 2 + n;
+    raw.send_text(format!(r#"{{"type":"peers","room":"pipe","id":{last}}}"#))
+        .await
+        .unwrap();
+    common::within(Duration::from_secs(20), "every reply", async {
+        for i in 2..=last {
+            let got = raw.recv_message().await.unwrap().message;
+            match got {
+                ServerMessage::Ack { id } => assert_eq!(id, i, "ack out of order"),
+                ServerMessage::Error { id, code, .. } => {
+                    assert_eq!((id, code), (Some(i), ErrorCode::PeerNotFound));
+                    assert_eq!(i, refused_at, "refusal out of place");
+                }
+                ServerMessage::Peers { id, .. } => {
+                    assert_eq!((id, i), (Some(last), last), "peers answered early")
+                }
+                other => panic!("reply {i}: unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    common::within(Duration::from_secs(20), "every signal", async {
+        let joined = common::next(&mut to).await;
+        assert!(
+            matches!(joined, ServerMessage::PeerJoined { .. }),
+            "{joined:?}"
+        );
+        for i in (2..2 + n).filter(|&i| i != refused_at) {
+            match common::next(&mut to).await {
+                ServerMessage::Signal { data, .. } => {
+                    assert_eq!(common::json_of(&data), json!(i), "signal out of order")
+                }
+                other => panic!("expected signal {i}, got {other:?}"),
+            }
+        }
+    })
+    .await;
 }

@@ -199,22 +199,27 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 
     /// Delivers an encoded message (without `seq`) to `to`, a member of
     /// `room` served by `at`. Resolves once the message is in Redis.
+    ///
+    /// The message is queued when this is called, not when the future is
+    /// first polled: messages are routed in the order of the calls, so a
+    /// session may keep several in flight and still have them arrive in
+    /// order.
     fn send(
         &self,
         at: &Remote,
         room: &RoomName,
         to: &PeerId,
         body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>>;
+    ) -> BoxFuture<'static, Result<(), RouteError>>;
 
     /// Delivers an encoded message (without `seq`) to the members of `room`
-    /// elsewhere, except `from`.
+    /// elsewhere, except `from`. Queued when called, like [`Bus::send`].
     fn publish(
         &self,
         room: &RoomName,
         from: &PeerId,
         body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>>;
+    ) -> BoxFuture<'static, Result<(), RouteError>>;
 
     /// Records a session served here, so it can be resumed anywhere.
     fn register(&self, peer: &PeerId, secret: &str);
@@ -255,7 +260,7 @@ impl Bus for Standalone {
         _room: &RoomName,
         _to: &PeerId,
         _body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>> {
+    ) -> BoxFuture<'static, Result<(), RouteError>> {
         Box::pin(async { Err(RouteError::NotFound) })
     }
 
@@ -264,7 +269,7 @@ impl Bus for Standalone {
         _room: &RoomName,
         _from: &PeerId,
         _body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>> {
+    ) -> BoxFuture<'static, Result<(), RouteError>> {
         Box::pin(async { Ok(()) })
     }
 

@@ -1,6 +1,7 @@
 //! Where commands go: one Redis through a pool, or a Redis Cluster.
 
 use super::*;
+use redis::cluster_routing::{Route, SlotAddr};
 
 /// Where commands go: a pool of connections to one Redis, or the one
 /// multiplexed connection to a Redis Cluster (it routes by slot itself;
@@ -41,8 +42,11 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 /// Runs a pipeline and answers every command's reply (ignored or not). On a
-/// cluster a pipeline must stay in one slot, so the commands go out one by
-/// one — still pipelined on the wire, in order per node.
+/// cluster a pipeline must stay in one slot, so the commands are split by
+/// the slot of their key (every command the bus pipelines has its key or
+/// channel first): each slot's commands go as one pipeline, in order, and
+/// the slots' pipelines run side by side. Commands for one key or channel —
+/// one instance's messages to another, say — keep their order.
 pub(super) async fn exec(
     conn: &mut Conn,
     pipe: &redis::Pipeline,
@@ -56,15 +60,43 @@ pub(super) async fn exec(
             all.query_async(&mut **c).await
         }
         Conn::Cluster(c) => {
-            let calls = pipe.cmd_iter().map(|cmd| {
+            let mut lanes: Vec<(Option<Route>, redis::Pipeline, Vec<usize>)> = Vec::new();
+            for (at, cmd) in pipe.cmd_iter().enumerate() {
+                let route = key_of(cmd).map(|key| Route::with_key(key, SlotAddr::Master));
+                let lane = match lanes.iter_mut().find(|l| route.is_some() && l.0 == route) {
+                    Some(lane) => lane,
+                    None => {
+                        lanes.push((route, redis::pipe(), Vec::new()));
+                        lanes.last_mut().expect("just pushed")
+                    }
+                };
+                lane.1.add_command(cmd.clone());
+                lane.2.push(at);
+            }
+            let calls = lanes.into_iter().map(|(_, lane, at)| {
                 let mut c = c.clone();
-                let cmd = cmd.clone();
-                async move { cmd.query_async::<Value>(&mut c).await }
+                async move {
+                    lane.query_async::<Vec<Value>>(&mut c)
+                        .await
+                        .map(|r| (r, at))
+                }
             });
-            futures_util::future::join_all(calls)
-                .await
-                .into_iter()
-                .collect()
+            let mut replies = vec![Value::Nil; pipe.cmd_iter().count()];
+            for lane in futures_util::future::join_all(calls).await {
+                let (values, at) = lane?;
+                for (value, i) in values.into_iter().zip(at) {
+                    replies[i] = value;
+                }
+            }
+            Ok(replies)
         }
+    }
+}
+
+/// The key (or channel) a command routes by: its first argument.
+fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
+    match cmd.args_iter().nth(1)? {
+        redis::Arg::Simple(key) => Some(key),
+        _ => None,
     }
 }

@@ -126,7 +126,7 @@ impl Bus for Redis {
         room: &RoomName,
         to: &PeerId,
         body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>> {
+    ) -> BoxFuture<'static, Result<(), RouteError>> {
         let inner = &self.inner;
         let payload = Wire::Deliver {
             origin: inner.s.server.clone(),
@@ -159,7 +159,7 @@ impl Bus for Redis {
         room: &RoomName,
         from: &PeerId,
         body: Bytes,
-    ) -> BoxFuture<'_, Result<(), RouteError>> {
+    ) -> BoxFuture<'static, Result<(), RouteError>> {
         let inner = &self.inner;
         let message = Wire::Broadcast {
             origin: inner.s.server.clone(),
