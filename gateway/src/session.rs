@@ -157,17 +157,19 @@ impl Session {
         let mut next_ping = Instant::now() + ping_interval;
         let mut silence_deadline = self.last_seen + ping_timeout;
         let mut reconnect_sent = false;
-        let drain = self.shared.drain.clone();
-        let shutdown = self.shared.shutdown.clone();
+        let (drain, shutdown) = (self.shared.drain.clone(), self.shared.shutdown.clone());
         let control = self.link.control.clone();
+        // Made once, not per message: registering a waiter is not free.
+        let (closed, shut, draining) = (control.closed(), shutdown.cancelled(), drain.cancelled());
+        tokio::pin!(closed, shut, draining);
         loop {
             tokio::select! {
                 biased;
-                () = control.closed() => {
+                () = &mut closed => {
                     return End::Closed(control.code().unwrap_or(CloseCode::Normal));
                 }
-                () = shutdown.cancelled() => return self.close(CloseCode::GoingAway),
-                () = drain.cancelled(), if !reconnect_sent => {
+                () = &mut shut => return self.close(CloseCode::GoingAway),
+                () = &mut draining, if !reconnect_sent => {
                     reconnect_sent = true;
                     self.send(&ServerMessage::Reconnect { reason: "draining".into(), after_ms: 0 });
                 }
@@ -551,10 +553,12 @@ where
     O: Sink<Outbound> + Unpin,
 {
     let mut closing = None;
+    let closed = control.closed();
+    tokio::pin!(closed);
     'outer: loop {
         let first = tokio::select! {
             biased;
-            () = control.closed() => break,
+            () = &mut closed => break,
             item = rx.recv() => item,
         };
         let Some(first) = first else { break };
@@ -567,7 +571,7 @@ where
             }
             let fed = tokio::select! {
                 biased;
-                () = control.closed() => break 'outer,
+                () = &mut closed => break 'outer,
                 r = sink.feed(out) => r,
             };
             if fed.is_err() {
@@ -580,7 +584,7 @@ where
         }
         let flushed = tokio::select! {
             biased;
-            () = control.closed() => break,
+            () = &mut closed => break,
             r = sink.flush() => r,
         };
         if flushed.is_err() {
