@@ -79,6 +79,9 @@ impl Listener {
     }
 }
 
+/// Asked-for size of the UDP socket's kernel buffers.
+const UDP_BUFFER: usize = 4 << 20;
+
 fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -87,6 +90,12 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         // socket whatever the system default.
         socket.set_only_v6(false)?;
     }
+    // Every client shares this one socket: a burst from many of them must
+    // not overflow the default (~200 KiB) buffer, or the kernel drops
+    // datagrams and QUIC recovers them a round trip later. The kernel caps
+    // the size at net.core.rmem_max / wmem_max; that is not an error.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
