@@ -1,5 +1,6 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics`, the WebSocket upgrade
-//! at `/ws` and `/webtransport/cert-hash`, served by hyper with a header-read
+//! at `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
+//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
 //! timeout so a slow or silent client cannot hold a connection open before
 //! its request has arrived.
 
@@ -41,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/webtransport/cert-hash", get(cert_hash))
+        .layer(crate::legacy::layer(&shared))
         .layer(cors)
         .with_state(shared)
 }

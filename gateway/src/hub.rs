@@ -120,6 +120,9 @@ impl Room {
 struct Entry {
     peer: Arc<Peer>,
     rooms: Vec<RoomName>,
+    /// Opened with a peer id its transport chose ([`Hub::open_as`]): a later
+    /// connection asking for the same id replaces it.
+    claimed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -203,12 +206,56 @@ impl Hub {
             Entry {
                 peer: peer.clone(),
                 rooms: Vec::new(),
+                claimed: false,
             },
         );
         self.set_gauges(&inner);
         drop(inner);
         self.bus.register(&peer.id, peer.secret());
         peer
+    }
+
+    /// Opens a new session with the peer id `id`, which the transport chose
+    /// (a legacy Socket.IO client's `deviceId`), sending `welcome` first. A
+    /// session served here that was opened the same way with the same id is
+    /// replaced: it ends as if it had left (its rooms get `peer_left`) and
+    /// its connection is closed with 4010. A session with that id that the
+    /// server named is never replaced: the open is refused.
+    pub fn open_as(
+        &self,
+        link: Link,
+        welcome: WelcomeFn<'_>,
+        id: PeerId,
+    ) -> Result<Arc<Peer>, Refusal> {
+        let mut rng = rand::rng();
+        let secret: [u8; 16] = rng.random();
+        let peer = Arc::new(Peer::new(id, hex(&secret), self.settings.resume_buffer));
+        let mut inner = self.lock();
+        if let Some(old) = inner.peers.get(&peer.id) {
+            if !old.claimed {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    "this peer id belongs to another session",
+                ));
+            }
+            let old = old.peer.clone();
+            self.remove_locked(&mut inner, &old.id, LeaveReason::Left);
+            old.end(Some(CloseCode::TakenOver));
+        }
+        peer.attach(link, welcome(&peer, false), 0)
+            .expect("a new session accepts any link");
+        inner.peers.insert(
+            peer.id.clone(),
+            Entry {
+                peer: peer.clone(),
+                rooms: Vec::new(),
+                claimed: true,
+            },
+        );
+        self.set_gauges(&inner);
+        drop(inner);
+        self.bus.register(&peer.id, peer.secret());
+        Ok(peer)
     }
 
     /// Resumes the session named by `token` on `link`, replaying what the
@@ -280,6 +327,7 @@ impl Hub {
             Entry {
                 peer: peer.clone(),
                 rooms: rooms.iter().map(|(r, _)| r.clone()).collect(),
+                claimed: false,
             },
         );
         for (room, meta) in &rooms {

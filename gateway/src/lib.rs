@@ -7,6 +7,8 @@
 //!   and the WebSocket upgrade.
 //! - [`webtransport`]: the QUIC listener ([`webtransport::Listener`]) that
 //!   feeds WebTransport sessions to the same session loop.
+//! - [`legacy`]: `/socket.io/`, the old server's Socket.IO clients as one
+//!   more transport of the session loop.
 //! - [`session`]: the one session loop every transport feeds.
 //! - [`hub`]: this instance's rooms and sessions and the membership rules.
 //! - [`peer`]: one session's `seq`, replay buffer and attached connection.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod legacy;
 pub mod limit;
 pub mod metrics;
 pub mod peer;

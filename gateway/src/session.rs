@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use pantheon_protocol::{
-    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, Request, ServerKind,
+    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, PeerId, Request, ServerKind,
     ServerMessage, VERSION, Welcome, decode_client, encode_server,
 };
 use std::sync::Arc;
@@ -62,6 +62,25 @@ where
     I: Stream<Item = Inbound> + Unpin + Send,
     O: Sink<Outbound> + Unpin + Send + 'static,
 {
+    serve_as(shared, incoming, outgoing, kind, None).await;
+}
+
+/// Serves one client connection until it ends, as peer `claim` when given:
+/// a transport whose clients name themselves (the legacy Socket.IO adapter,
+/// whose `deviceId` is the peer id) asks for that id here instead of the one
+/// the server would assign. A session opened with the same claimed id and
+/// still served here is replaced (see [`crate::hub::Hub::open_as`]); a
+/// `hello` with `resume` ignores the claim.
+pub async fn serve_as<I, O>(
+    shared: Arc<Shared>,
+    incoming: I,
+    outgoing: O,
+    kind: TransportKind,
+    claim: Option<PeerId>,
+) where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send + 'static,
+{
     let gauge = shared.metrics.connections(kind.transport);
     gauge.inc();
     // Room for `welcome` and a full replay on top of the queue proper, so a
@@ -82,6 +101,7 @@ where
         limiter: Limiter::new(limits.rate_per_sec, limits.rate_burst),
         last_seen: Instant::now(),
         peer: None,
+        claim,
         kind,
         shared,
     };
@@ -119,6 +139,8 @@ struct Session {
     limiter: Limiter,
     last_seen: Instant,
     peer: Option<Arc<Peer>>,
+    /// The peer id the transport asked for.
+    claim: Option<PeerId>,
     kind: TransportKind,
 }
 
@@ -296,7 +318,16 @@ impl Session {
                     shared.hub.open(self.link.clone(), &welcome)
                 }
             },
-            None => shared.hub.open(self.link.clone(), &welcome),
+            None => match self.claim.take() {
+                None => shared.hub.open(self.link.clone(), &welcome),
+                Some(claim) => match shared.hub.open_as(self.link.clone(), &welcome, claim) {
+                    Ok(peer) => peer,
+                    Err(refusal) => {
+                        self.send_raw_error(id, refusal.code, refusal.message);
+                        return Err(self.close(CloseCode::HelloTimeout));
+                    }
+                },
+            },
         };
         shared.metrics.sent(ServerKind::Welcome, 1);
         self.peer = Some(peer);
