@@ -6,7 +6,7 @@ use crate::bus::{Bus, Health, Standalone};
 use crate::config::Config;
 use crate::http;
 use crate::hub::{Hub, Settings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 use crate::webtransport;
 use pantheon_certs::Store;
 use std::future::Future;
@@ -67,6 +67,21 @@ impl Shared {
             return Err("redis unreachable");
         }
         Ok(())
+    }
+
+    /// The Prometheus exposition, with the gauges only known now (readiness,
+    /// Redis, rooms) brought up to date.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.snapshot(&Snapshot {
+            ready: self.readiness().is_ok(),
+            redis_up: match self.hub.bus().health() {
+                Health::Standalone => None,
+                Health::Ok => Some(true),
+                Health::Down => Some(false),
+            },
+            rooms: self.hub.room_stats(),
+        });
+        self.metrics.encode()
     }
 }
 
@@ -139,6 +154,7 @@ impl Gateway {
     /// configured; the bus's events are applied to the hub by a pump task.
     fn assemble(config: Config, bus: Option<Arc<dyn Bus>>, certs: Option<Arc<Store>>) -> Self {
         let metrics = Arc::new(Metrics::new(&config.server_id, &config.region));
+        metrics.limits(config.max_connections, config.drain_timeout);
         let bus_stop = CancellationToken::new();
         let (bus, events): (Arc<dyn Bus>, _) = match (bus, &config.redis) {
             (Some(bus), _) => (bus, None),
@@ -224,6 +240,20 @@ impl Gateway {
             bus_stop,
         } = self;
         let stop_accepting = CancellationToken::new();
+        let metrics_server = match shared.config.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("binding METRICS_ADDR {addr}: {e}"))
+                })?;
+                tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+                Some(tokio::spawn(http::serve_metrics(
+                    listener,
+                    shared.clone(),
+                    stop_accepting.clone(),
+                )))
+            }
+        };
         let server = tokio::spawn(http::serve(
             listener,
             shared.clone(),
@@ -248,6 +278,11 @@ impl Gateway {
             "draining: telling clients to reconnect elsewhere"
         );
         shared.draining.store(true, Ordering::Relaxed);
+        shared.metrics.drain_started(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         shared.drain.cancel();
         let deadline = Instant::now() + shared.config.drain_timeout;
         while Instant::now() < deadline && open_connections(&shared) > 0 {
@@ -269,6 +304,9 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(3), wt).await;
         }
         server.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         bus_stop.cancel();
         tracing::info!("stopped");
         Ok(())

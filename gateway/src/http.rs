@@ -1,8 +1,9 @@
-//! HTTP on `PORT`: `/health`, `/ready`, `/metrics`, the WebSocket upgrade
-//! at `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
-//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
-//! timeout so a slow or silent client cannot hold a connection open before
-//! its request has arrived.
+//! HTTP on `PORT`: `/health`, `/ready`, `/metrics` (unless `METRICS_ADDR`
+//! moves it to a listener of its own), the WebSocket upgrade at `/ws`,
+//! `/webtransport/cert-hash` and the legacy Socket.IO endpoint `/socket.io/`
+//! ([`crate::legacy`]), served by hyper with a header-read timeout so a slow
+//! or silent client cannot hold a connection open before its request has
+//! arrived.
 
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -36,14 +37,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     .collect::<Vec<_>>(),
             ),
         });
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/ready", get(ready));
+    let router = match shared.config.metrics_addr {
+        None => router.route("/metrics", get(metrics)),
+        Some(_) => router,
+    };
+    router
         .route("/ws", get(websocket))
         .route("/webtransport/cert-hash", get(cert_hash))
         .layer(crate::legacy::layer(&shared))
         .layer(cors)
+        .with_state(shared)
+}
+
+/// The router for `METRICS_ADDR`: `/metrics` alone.
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(shared)
 }
 
@@ -53,13 +65,29 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// same hot-reloaded certificate as WebTransport.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let app = router(shared.clone());
-    let header_timeout = shared.config.http_header_timeout;
     let tls = match (&shared.config.tls, &shared.certs) {
         (Some(_), Some(store)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
             store.server_config(&[b"http/1.1"]),
         ))),
         _ => None,
     };
+    accept(listener, app, tls, shared.config.http_header_timeout, stop).await;
+}
+
+/// Serves `/metrics` alone on `listener` (`METRICS_ADDR`), in plain HTTP,
+/// until `stop` is cancelled: through the drain, so a stuck drain shows.
+pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let header_timeout = shared.config.http_header_timeout;
+    accept(listener, metrics_router(shared), None, header_timeout, stop).await;
+}
+
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -144,7 +172,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        shared.metrics.encode(),
+        shared.render_metrics(),
     )
         .into_response()
 }

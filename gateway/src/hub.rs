@@ -10,7 +10,7 @@
 use crate::bus::{
     BoxFuture, Bus, Change, Claim, Event, Handover, Remote, RemoteMember, RouteError,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoomStats, room_size_class};
 use crate::peer::{Link, Peer, ReplayError};
 use bytes::Bytes;
 use pantheon_protocol::{
@@ -180,6 +180,18 @@ impl Hub {
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.rooms.len(), inner.peers.len())
+    }
+
+    /// How rooms with local members are spread by size, for the metrics.
+    pub fn room_stats(&self) -> RoomStats {
+        let inner = self.lock();
+        let mut stats = RoomStats::default();
+        for room in inner.rooms.values() {
+            stats.by_size[room_size_class(room.members.len())] += 1;
+            stats.local_members += room.local as u64;
+            stats.spanning += u64::from(room.has_remote());
+        }
+        stats
     }
 
     fn new_peer(&self) -> Arc<Peer> {

@@ -116,6 +116,77 @@ async fn metrics_expose_the_prometheus_families() {
     }
 }
 
+/// `METRICS_ADDR` moves `/metrics` to a listener of its own, which keeps
+/// serving through the drain (so a stuck drain shows) and reports it.
+#[tokio::test]
+async fn metrics_addr_serves_metrics_apart_and_through_the_drain() {
+    let port = pantheon_testkit::free_tcp_port();
+    let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut gw = TestGateway::with(|c| {
+        c.metrics_addr = Some(metrics_addr);
+        c.drain_timeout = Duration::from_secs(30);
+    })
+    .await;
+    assert_eq!(gw.http_get("/metrics").await.0, 404, "not on PORT any more");
+    let (_a, _b) = pair(&gw, "r").await;
+    let text = within(
+        WAIT,
+        "/metrics",
+        common::http_request(metrics_addr, "GET", "/metrics", &[]),
+    )
+    .await
+    .body;
+    for needle in [
+        r#"pantheon_ready{server="test",region="local"} 1"#,
+        r#"pantheon_draining{server="test",region="local"} 0"#,
+        r#"pantheon_rooms_by_size{server="test",region="local",size="2"} 1"#,
+        r#"pantheon_room_members{server="test",region="local"} 2"#,
+        r#"pantheon_connections_limit{server="test",region="local"} 10000"#,
+        "process_open_fds",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+    // Only /metrics there.
+    let other = within(
+        WAIT,
+        "/health",
+        common::http_request(metrics_addr, "GET", "/health", &[]),
+    )
+    .await;
+    assert_eq!(other.status, 404);
+
+    gw.drain();
+    let text = within(
+        WAIT,
+        "/metrics",
+        common::http_request(metrics_addr, "GET", "/metrics", &[]),
+    )
+    .await
+    .body;
+    for needle in [
+        r#"pantheon_ready{server="test",region="local"} 0"#,
+        r#"pantheon_draining{server="test",region="local"} 1"#,
+        r#"pantheon_drain_timeout_seconds{server="test",region="local"} 30.0"#,
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_metrics_addr_exits_64() {
+    let result = pantheon_testkit::Gateway::builder(env!("CARGO_BIN_EXE_pantheon"))
+        .env("METRICS_ADDR", "metrics.local")
+        .try_spawn()
+        .await;
+    match result {
+        Err(exited) => {
+            assert_eq!(exited.code, Some(64), "{}", exited.log);
+            assert!(exited.log.contains("METRICS_ADDR"), "{}", exited.log);
+        }
+        Ok(_) => panic!("started with METRICS_ADDR=metrics.local"),
+    }
+}
+
 #[tokio::test]
 async fn cors_preflight_names_the_allowed_headers() {
     let gw = TestGateway::start().await;

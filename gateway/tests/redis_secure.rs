@@ -99,6 +99,7 @@ async fn mutual_tls_with_a_password() {
     let redis = Redis::start(RedisOptions {
         password: Some(PASSWORD.into()),
         tls: Some(RedisTls::Mutual),
+        ..RedisOptions::default()
     })
     .await;
     let a = instance("gw-a", "local", &redis.env()).spawn().await;

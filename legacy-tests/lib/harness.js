@@ -154,45 +154,36 @@ export async function startRedis() {
 }
 
 /**
- * HAProxy in front of `backends` ([{name, port}]) with cookie stickiness:
- * the same directives as the shipped load balancer configuration (see
- * docs/legacy-socketio.md): `cookie SERVERID insert indirect nocache` and a
- * `cookie` per server, round robin for clients without the cookie.
+ * HAProxy running the shipped `infra/haproxy.cfg` itself (backends from
+ * `GW1_ADDR`..`GW3_ADDR`; cookie `PANTHEON_SERVER` stickiness, `/ready`
+ * health checks, `leastconn` for clients without a cookie). Backends beyond
+ * the ones given point at a closed port and are soon marked down.
  */
 export async function startHaproxy(backends) {
   const port = await freePort();
+  const stats = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'pantheon-legacy-haproxy-'));
-  const cfg = join(dir, 'haproxy.cfg');
-  writeFileSync(cfg, `global
-  maxconn 1024
-
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 90s
-  timeout server 90s
-  timeout tunnel 1h
-
-frontend pantheon
-  bind 127.0.0.1:${port}
-  default_backend gateways
-
-backend gateways
-  balance roundrobin
-  cookie SERVERID insert indirect nocache
-  option httpchk GET /ready
-${backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check inter 1s cookie ${b.name}`).join('\n')}
-`);
-  const check = spawn('haproxy', ['-c', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cfg = fileURLToPath(new URL('../../infra/haproxy.cfg', import.meta.url));
+  const closed = await freePort();
+  const env = {
+    ...process.env,
+    LB_BIND: `127.0.0.1:${port}`,
+    LB_STATS_BIND: `127.0.0.1:${stats}`,
+    LB_SOCKET: join(dir, 'haproxy.sock'),
+  };
+  for (let i = 0; i < 3; i++) {
+    env[`GW${i + 1}_ADDR`] = `127.0.0.1:${backends[i]?.port ?? closed}`;
+  }
+  const check = spawn('haproxy', ['-c', '-f', cfg], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   check.stdout.on('data', (d) => { out += d; });
   check.stderr.on('data', (d) => { out += d; });
   const code = await new Promise((r) => check.once('exit', r));
-  if (code !== 0) throw new Error(`haproxy -c rejected the config:\n${out}`);
-  const child = track(spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' }));
+  if (code !== 0) throw new Error(`haproxy -c rejected infra/haproxy.cfg:\n${out}`);
+  const child = track(spawn('haproxy', ['-db', '-f', cfg], { env, stdio: 'ignore' }));
   await waitTcp(port);
-  // Health checks up before the first request.
-  await sleep(1500);
+  // Health checks (inter 1s, fall 2) have marked the missing backends down.
+  await sleep(3000);
   return {
     port,
     url: `http://127.0.0.1:${port}`,

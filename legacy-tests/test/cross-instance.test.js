@@ -28,9 +28,9 @@ after(async () => {
 
 const socketio = async () => [(await g1.health()).connections.socketio, (await g2.health()).connections.socketio];
 
-test('behind HAProxy (cookie SERVERID): polling then upgrade, one client per instance, legacy and native across instances', { timeout: 60_000 }, async () => {
+test('behind HAProxy with infra/haproxy.cfg (cookie PANTHEON_SERVER): polling then upgrade, one client per instance, legacy and native across instances', { timeout: 60_000 }, async () => {
   const r = await fetch(`${lb.url}/socket.io/?EIO=4&transport=polling`);
-  assert.match(r.headers.get('set-cookie') ?? '', /^SERVERID=g[12]/, 'HAProxy inserts its cookie');
+  assert.match(r.headers.get('set-cookie') ?? '', /^PANTHEON_SERVER=gw[12]/, 'HAProxy inserts its cookie');
   await r.text();
   // Default transports (long-polling first, then the upgrade); the cookie jar
   // of a browser is socket.io-client's `withCredentials` in Node.
@@ -44,7 +44,7 @@ test('behind HAProxy (cookie SERVERID): polling then upgrade, one client per ins
       while (c.transport() !== 'websocket' && Date.now() < deadline) await sleep(20);
       assert.equal(c.transport(), 'websocket');
     }
-    // Round robin for clients without a cookie: one on each instance.
+    // leastconn for clients without a cookie: one on each instance.
     assert.deepEqual((await socketio()).sort(), [1, 1]);
     a.emit('join-account');
     await a.next('existing-peers');

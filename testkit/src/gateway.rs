@@ -411,7 +411,8 @@ impl HttpResponse {
     }
 }
 
-async fn http_request(
+/// One HTTP/1.1 request to `addr` on a fresh connection (`Connection: close`).
+pub async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,

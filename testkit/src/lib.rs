@@ -19,9 +19,14 @@
 //! - [`DelayProxy`] (`proxy`): a loopback TCP proxy that holds every chunk
 //!   for a fixed time in each direction, standing for a remote region.
 //! - `port`: free loopback ports.
+//! - [`infra`]: the operations tools the `infra/` tests run (promtool,
+//!   haproxy, kubectl, ...), found where `scripts/infra-tools` installs them.
+//! - [`Proc`]: any child process, its output captured to a file, killed on
+//!   drop.
 
 mod cluster;
 mod gateway;
+pub mod infra;
 mod port;
 mod process;
 mod proxy;
@@ -30,8 +35,9 @@ pub mod resp;
 mod tls;
 
 pub use cluster::RedisCluster;
-pub use gateway::{Exited, Gateway, GatewayBuilder, HttpResponse, Wait, metric_sum};
+pub use gateway::{Exited, Gateway, GatewayBuilder, HttpResponse, Wait, http_request, metric_sum};
 pub use port::{free_tcp_port, free_tcp_ports, free_udp_port};
+pub use process::{Proc, tail};
 pub use proxy::DelayProxy;
 pub use redis::{Redis, RedisOptions, RedisTls};
 pub use tls::Pki;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// A running child; SIGKILLed and reaped on drop.
 #[derive(Debug)]
-pub(crate) struct Proc {
+pub struct Proc {
     child: Child,
     log: PathBuf,
     name: String,
@@ -17,7 +17,7 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
-    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Self> {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Self> {
         let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -30,12 +30,12 @@ impl Proc {
         })
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The exit status, if it has exited.
-    pub(crate) fn try_status(&mut self) -> Option<ExitStatus> {
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
         }
@@ -44,7 +44,7 @@ impl Proc {
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) through
     /// kill(1): the workspace forbids `unsafe`, and this is test code.
-    pub(crate) fn signal(&mut self, sig: &str) {
+    pub fn signal(&mut self, sig: &str) {
         if self.try_status().is_some() {
             return;
         }
@@ -62,7 +62,7 @@ impl Proc {
     }
 
     /// SIGKILL, then reap.
-    pub(crate) fn kill(&mut self) -> ExitStatus {
+    pub fn kill(&mut self) -> ExitStatus {
         if let Some(s) = self.try_status() {
             return s;
         }
@@ -73,7 +73,7 @@ impl Proc {
     }
 
     /// Waits (polling, without blocking the runtime) for the exit.
-    pub(crate) async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = self.try_status() {
@@ -87,17 +87,17 @@ impl Proc {
     }
 
     /// The whole log so far.
-    pub(crate) fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         std::fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     }
 
-    pub(crate) fn log_path(&self) -> &Path {
+    pub fn log_path(&self) -> &Path {
         &self.log
     }
 
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 }
@@ -109,7 +109,7 @@ impl Drop for Proc {
 }
 
 /// The last `n` lines of `text`.
-pub(crate) fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -27,6 +27,9 @@ pub struct RedisOptions {
     /// TLS only (`--port 0 --tls-port P`), with certificates made for
     /// this server.
     pub tls: Option<RedisTls>,
+    /// A configuration file read first (the test's own settings, given as
+    /// arguments, override it).
+    pub conf: Option<std::path::PathBuf>,
 }
 
 impl RedisOptions {
@@ -39,15 +42,15 @@ impl RedisOptions {
     pub fn password(password: &str) -> Self {
         Self {
             password: Some(password.to_owned()),
-            tls: None,
+            ..Self::default()
         }
     }
 
     /// TLS only, in the given mode.
     pub fn tls(mode: RedisTls) -> Self {
         Self {
-            password: None,
             tls: Some(mode),
+            ..Self::default()
         }
     }
 }
@@ -169,6 +172,9 @@ impl Redis {
             .path()
             .join(format!("redis-{}-{}.log", self.port, self.starts));
         let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.opts.conf {
+            cmd.arg(conf);
+        }
         cmd.args(self.args());
         let name = format!("redis-server :{}", self.port);
         let mut proc = Proc::spawn(&name, cmd, &log)

@@ -139,6 +139,7 @@ async fn tls_mutual_requires_a_client_certificate() {
     let redis = Redis::start(RedisOptions {
         password: Some("pw".into()),
         tls: Some(RedisTls::Mutual),
+        ..RedisOptions::default()
     })
     .await;
     let pki = redis.pki().expect("certificates");

@@ -159,25 +159,59 @@ impl Reader {
     }
 }
 
-/// Wraps an encoded message with the wall-clock time (Unix milliseconds)
-/// after which it must not be delivered: its sender has been told it failed.
-pub fn with_deadline(payload: &[u8], expires_ms: u64) -> Bytes {
-    let mut b = BytesMut::with_capacity(payload.len() + 9);
-    b.put_u8(b'E');
+/// When a message was published and until when it may be delivered, as
+/// its sender's wall clock had them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Publication time, Unix microseconds (`None` from senders that
+    /// predate it).
+    pub sent_us: Option<u64>,
+    /// After this (Unix milliseconds) the message must not be delivered:
+    /// its sender has been told it failed.
+    pub expires_ms: u64,
+}
+
+/// Wraps an encoded message with its [`Stamp`]: `S`, the publication time
+/// (Unix µs) and the deadline (Unix ms), both u64 little-endian.
+pub fn stamped(payload: &[u8], sent_us: u64, expires_ms: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 17);
+    b.put_u8(b'S');
+    b.put_u64_le(sent_us);
     b.put_u64_le(expires_ms);
     b.put_slice(payload);
     b.freeze()
 }
 
-/// Splits off a deadline added by [`with_deadline`], if any.
-pub fn split_deadline(mut bytes: Bytes) -> (Option<u64>, Bytes) {
-    if bytes.len() >= 9 && bytes[0] == b'E' {
+/// Splits off a [`Stamp`] added by [`stamped`] (or the deadline-only `E`
+/// envelope of earlier builds), if any.
+pub fn split_stamp(mut bytes: Bytes) -> (Option<Stamp>, Bytes) {
+    if bytes.len() >= 17 && bytes[0] == b'S' {
         bytes.advance(1);
-        let expires = bytes.get_u64_le();
-        (Some(expires), bytes)
+        let sent_us = bytes.get_u64_le();
+        let expires_ms = bytes.get_u64_le();
+        let stamp = Stamp {
+            sent_us: Some(sent_us),
+            expires_ms,
+        };
+        (Some(stamp), bytes)
+    } else if bytes.len() >= 9 && bytes[0] == b'E' {
+        bytes.advance(1);
+        let expires_ms = bytes.get_u64_le();
+        let stamp = Stamp {
+            sent_us: None,
+            expires_ms,
+        };
+        (Some(stamp), bytes)
     } else {
         (None, bytes)
     }
+}
+
+/// Now, in Unix microseconds.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Now, in Unix milliseconds.
@@ -426,11 +460,23 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_wrap_and_unwrap() {
+    fn stamps_wrap_and_unwrap() {
         let inner = Bytes::from_static(b"D-payload");
-        let (d, rest) = split_deadline(with_deadline(&inner, 1234));
-        assert_eq!((d, rest), (Some(1234), inner.clone()));
-        assert_eq!(split_deadline(inner.clone()), (None, inner));
+        let (stamp, rest) = split_stamp(stamped(&inner, 1_234_567, 2234));
+        let want = Stamp {
+            sent_us: Some(1_234_567),
+            expires_ms: 2234,
+        };
+        assert_eq!((stamp, rest), (Some(want), inner.clone()));
+        assert_eq!(split_stamp(inner.clone()), (None, inner.clone()));
+        // The deadline-only envelope of earlier builds.
+        let mut old = BytesMut::new();
+        old.put_u8(b'E');
+        old.put_u64_le(99);
+        old.put_slice(&inner);
+        let (stamp, rest) = split_stamp(old.freeze());
+        assert_eq!(stamp.map(|s| (s.sent_us, s.expires_ms)), Some((None, 99)));
+        assert_eq!(rest, inner);
     }
 
     #[test]

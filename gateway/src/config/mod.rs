@@ -10,7 +10,7 @@ pub mod redis;
 use clap::Parser;
 use pantheon_protocol::Limits;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -99,6 +99,10 @@ pub struct Args {
     /// Comma-separated origins allowed to connect (default: any).
     #[arg(long, env = "ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
+    /// Serve `/metrics` on this separate address (e.g. `0.0.0.0:9100`)
+    /// instead of on PORT, so it need not be public. Plain HTTP.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Log format: `text` or `json`. Levels come from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -154,6 +158,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     /// Allowed origins; `None` allows any.
     pub allowed_origins: Option<Vec<String>>,
+    /// Where `/metrics` is served instead of on `port` (`None`: on `port`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Redis, when several instances form one system.
@@ -354,6 +360,26 @@ impl Config {
             }
             (!origins.is_empty()).then_some(origins)
         });
+        let metrics_addr = a
+            .metrics_addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| match v.parse::<SocketAddr>() {
+                Ok(addr) if addr.port() != 0 && addr.port() == port => {
+                    c.problem(format!(
+                        "METRICS_ADDR: {v:?} uses PORT ({port}); give it a port of its own"
+                    ));
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    c.problem(format!(
+                        "METRICS_ADDR: {v:?} is not an address like 0.0.0.0:9100 or [::1]:9100"
+                    ));
+                    None
+                }
+            });
         let log_format = match a.log_format.trim().to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -386,6 +412,7 @@ impl Config {
             drain_timeout,
             http_header_timeout,
             allowed_origins,
+            metrics_addr,
             log_format,
             redis,
         })
@@ -433,6 +460,7 @@ fn defaults_only(a: Args) -> Args {
         drain_timeout_ms: d("30000"),
         http_header_timeout_ms: d("10000"),
         allowed_origins: a.allowed_origins,
+        metrics_addr: None,
         log_format: d("text"),
         redis: redis::RedisArgs::default(),
     }
@@ -519,6 +547,21 @@ mod tests {
             err.problems[1].starts_with("TLS_KEY: /nonexistent/key.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_addr_is_a_socket_address_apart_from_port() {
+        assert_eq!(parse(&[]).unwrap().metrics_addr, None);
+        let c = parse(&["--metrics-addr", "127.0.0.1:9100"]).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        let c = parse(&["--metrics-addr", "[::]:9100"]).unwrap();
+        assert_eq!(c.metrics_addr, Some("[::]:9100".parse().unwrap()));
+        for bad in ["9100", "localhost:9100", "0.0.0.0"] {
+            let err = parse(&["--metrics-addr", bad]).unwrap_err();
+            assert!(err.problems[0].starts_with("METRICS_ADDR:"), "{err}");
+        }
+        let err = parse(&["--port", "3000", "--metrics-addr", "0.0.0.0:3000"]).unwrap_err();
+        assert!(err.to_string().contains("uses PORT"), "{err}");
     }
 
     #[test]

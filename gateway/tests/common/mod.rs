@@ -188,7 +188,8 @@ impl HttpResponse {
     }
 }
 
-async fn http_request(
+/// One HTTP/1.1 request to `addr` on a fresh connection.
+pub async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -243,6 +243,7 @@ impl Redis {
                     .runtime(deadpool_redis::Runtime::Tokio1)
                     .build()
                     .map_err(|e| SetupError::Pool(e.to_string()))?;
+                metrics.redis_pool_max(s.pool_size);
                 (
                     Commands::Single(pool),
                     "PUBLISH",
@@ -399,8 +400,9 @@ impl Inner {
     }
 
     fn on_message(&self, payload: Bytes) {
-        let (deadline, payload) = wire::split_deadline(payload);
-        if deadline.is_some_and(|d| wire::now_ms() > d) {
+        let (stamp, payload) = wire::split_stamp(payload);
+        let now_us = wire::now_us();
+        if stamp.is_some_and(|s| now_us / 1000 > s.expires_ms) {
             // Its sender was already answered `internal`: delivering it now
             // would make a retry a duplicate.
             self.metrics.redis_errors.inc();
@@ -452,7 +454,7 @@ impl Inner {
                 from,
                 body,
             } if !own(&origin) => {
-                self.count_in(&region);
+                self.count_in(&region, stamp, now_us);
                 self.emit(Event::Broadcast {
                     room,
                     from,
@@ -467,7 +469,7 @@ impl Inner {
                 body,
                 ..
             } => {
-                self.count_in(&region);
+                self.count_in(&region, stamp, now_us);
                 self.emit(Event::Deliver {
                     room,
                     to,
@@ -499,10 +501,19 @@ impl Inner {
         }
     }
 
-    fn count_in(&self, region: &str) {
+    /// Counts a signal or broadcast from another instance, and how long it
+    /// took from its publication (`stamp`) to `now_us`.
+    fn count_in(&self, region: &str, stamp: Option<wire::Stamp>, now_us: u64) {
+        let cross_region = region != &*self.s.region;
         self.metrics.cross_instance.inc();
-        if region != &*self.s.region {
+        if cross_region {
             self.metrics.cross_region.inc();
+        }
+        if let Some(sent_us) = stamp.and_then(|s| s.sent_us) {
+            // Wall clocks of two hosts may disagree: a message "from the
+            // future" counts as instant rather than being dropped.
+            let seconds = now_us.saturating_sub(sent_us) as f64 / 1e6;
+            self.metrics.cross_instance_latency(cross_region, seconds);
         }
     }
 

@@ -136,7 +136,7 @@ impl Bus for Redis {
             body: body.clone(),
         }
         .encode();
-        let payload = wire::with_deadline(&payload, wire::now_ms() + DELIVERY_DEADLINE_MS);
+        let payload = stamp(&payload);
         if at.region != inner.s.region {
             inner.metrics.cross_region.inc();
         }
@@ -171,10 +171,7 @@ impl Bus for Redis {
         let mut pipe = redis::pipe();
         pipe.cmd(inner.publish)
             .arg(inner.keys.ch_room(room.as_str()))
-            .arg(
-                wire::with_deadline(&message.encode(), wire::now_ms() + DELIVERY_DEADLINE_MS)
-                    .as_ref(),
-            );
+            .arg(stamp(&message.encode()).as_ref());
         let (tx, rx) = oneshot::channel();
         let queued = inner.queue(Op::Cmds {
             pipe,
@@ -387,4 +384,10 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, RouteError>>) -> Result<T, Ro
         Ok(Err(_)) => Err(RouteError::Unavailable("redis outbox stopped".into())),
         Err(_) => Err(RouteError::Unavailable("redis timed out".into())),
     }
+}
+
+/// Stamps a message with its publication time and delivery deadline.
+fn stamp(payload: &[u8]) -> Bytes {
+    let now_us = wire::now_us();
+    wire::stamped(payload, now_us, now_us / 1000 + DELIVERY_DEADLINE_MS)
 }
