@@ -5,6 +5,7 @@
 //! A transport hands over a `Stream` of [`Inbound`] and a `Sink` of
 //! [`Outbound`]; nothing here knows which transport it serves.
 
+use crate::auth::Grant;
 use crate::bus::BoxFuture;
 use crate::gateway::Shared;
 use crate::hub::{Refusal, Relayed};
@@ -34,6 +35,11 @@ const MAX_IN_FLIGHT: usize = 64;
 /// A relayed message on its way to another instance: its request `id`, when
 /// it was received, and the outcome once Redis has it.
 type InFlight = BoxFuture<'static, (Option<u64>, Instant, Result<(), Refusal>)>;
+
+const FORBIDDEN_ROOM: Refusal = Refusal {
+    code: ErrorCode::Unauthorized,
+    message: "your token does not grant this room",
+};
 
 /// How a connection ended, seen from the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +88,7 @@ where
         limiter: Limiter::new(limits.rate_per_sec, limits.rate_burst),
         last_seen: Instant::now(),
         peer: None,
+        grant: Grant::open(),
         kind,
         shared,
     };
@@ -119,6 +126,9 @@ struct Session {
     limiter: Limiter,
     last_seen: Instant,
     peer: Option<Arc<Peer>>,
+    /// What this connection's `hello.token` allows (checked once: a token
+    /// that expires later does not end the session).
+    grant: Grant,
     kind: TransportKind,
 }
 
@@ -253,11 +263,7 @@ impl Session {
         let ClientMessage {
             id,
             request:
-                Request::Hello {
-                    v,
-                    token: _,
-                    resume,
-                },
+                Request::Hello { v, token, resume },
         } = msg
         else {
             self.shared.metrics.received(Some(msg.request.kind()));
@@ -280,7 +286,35 @@ impl Session {
             return Err(self.close(CloseCode::UnsupportedVersion));
         }
         let shared = Arc::clone(&self.shared);
+        self.grant = match shared.auth.verify(token.as_deref()) {
+            Ok(grant) => grant,
+            Err(e) => {
+                shared.metrics.auth_failure(e.reason());
+                tracing::info!(
+                    reason = e.reason(),
+                    transport = ?self.kind.transport,
+                    "hello refused: {e}"
+                );
+                self.send_raw_error(id, ErrorCode::Unauthorized, &e.to_string());
+                return Err(self.close(CloseCode::Unauthorized));
+            }
+        };
         let welcome = |peer: &Peer, resumed: bool| shared.welcome(id, peer, resumed);
+        let owner = self.grant.owner_tag();
+        let resume = resume.filter(|r| {
+            // Someone else's session is treated as unknown: a new session,
+            // and the other one stays as it was.
+            let own = self.grant.owns(&r.session);
+            if !own {
+                shared.metrics.resume("wrong_subject");
+                shared.metrics.auth_failure("wrong_subject");
+                tracing::info!(
+                    subject = self.grant.subject(),
+                    "resume of a session opened by another subject refused; new session"
+                );
+            }
+            own
+        });
         let peer = match resume {
             Some(r) => match shared
                 .hub
@@ -293,10 +327,10 @@ impl Session {
                 }
                 Err(failure) => {
                     shared.metrics.resume(failure.as_str());
-                    shared.hub.open(self.link.clone(), &welcome)
+                    shared.hub.open_owned(self.link.clone(), &welcome, &owner)
                 }
             },
-            None => shared.hub.open(self.link.clone(), &welcome),
+            None => shared.hub.open_owned(self.link.clone(), &welcome, &owner),
         };
         shared.metrics.sent(ServerKind::Welcome, 1);
         self.peer = Some(peer);
@@ -401,11 +435,23 @@ impl Session {
                 message: "hello was already sent on this connection",
             }),
             Request::Join { room, meta } => {
-                hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id)
-                    .await
+                if !self.grant.allows(room.as_str()) {
+                    self.shared.metrics.auth_failure("forbidden_room");
+                    tracing::debug!(
+                        %room,
+                        subject = self.grant.subject(),
+                        "join refused: the token does not grant this room"
+                    );
+                    return Err(FORBIDDEN_ROOM);
+                }
+                let meta = self.stamp(meta.unwrap_or_else(Meta::empty))?;
+                hub.join(&peer, room, meta, id).await
             }
             Request::Leave { room } => hub.leave(&peer, room, id),
-            Request::Update { room, meta } => hub.update(&peer, room, meta, id).await,
+            Request::Update { room, meta } => {
+                let meta = self.stamp(meta)?;
+                hub.update(&peer, room, meta, id).await
+            }
             Request::Peers { room } => hub.peers(&peer, room, id),
             Request::Ping => {
                 self.send(&ServerMessage::Pong { id });
@@ -448,6 +494,14 @@ impl Session {
             self.settle(id, received, outcome);
         }
         self
+    }
+
+    /// `meta` with `user` set by the server (when authentication is on).
+    fn stamp(&self, meta: Meta) -> Result<Meta, Refusal> {
+        self.grant.stamp(meta).map_err(|_| Refusal {
+            code: ErrorCode::BadRequest,
+            message: "meta with the user from your token is over 1024 bytes",
+        })
     }
 
     /// Answers a relayed message: `ack` (when it had an `id`) or the error.
@@ -540,7 +594,10 @@ impl Shared {
             region: cfg.region.clone(),
             heartbeat_ms: cfg.ping_interval.as_millis() as u64,
             limits: cfg.limits,
-            ice_servers: None,
+            ice_servers: self.ice.is_configured().then(|| {
+                self.ice
+                    .servers(peer.id.as_str(), std::time::SystemTime::now())
+            }),
         }))
     }
 }

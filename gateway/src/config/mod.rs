@@ -5,6 +5,7 @@
 //! default) and converted here, so that one run reports every bad variable at
 //! once instead of stopping at the first.
 
+pub mod auth;
 pub mod redis;
 
 use clap::Parser;
@@ -105,6 +106,9 @@ pub struct Args {
     /// Redis (scale-out); absent: standalone.
     #[command(flatten)]
     pub redis: redis::RedisArgs,
+    /// Authentication and ICE servers.
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
 }
 
 /// Log output format.
@@ -158,6 +162,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Redis, when several instances form one system.
     pub redis: Option<redis::Redis>,
+    /// Authentication (off when nothing is configured).
+    pub auth: auth::Auth,
+    /// STUN/TURN servers for `welcome.ice_servers` and `/turn-token`.
+    pub ice: auth::Ice,
 }
 
 /// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
@@ -363,6 +371,8 @@ impl Config {
             }
         };
         let redis = redis::parse(&a.redis, &mut c.problems);
+        let auth = auth::parse_auth(&a.auth, &mut c.problems);
+        let ice = auth::parse_ice(&a.auth, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -388,6 +398,8 @@ impl Config {
             allowed_origins,
             log_format,
             redis,
+            auth,
+            ice,
         })
     }
 
@@ -435,6 +447,7 @@ fn defaults_only(a: Args) -> Args {
         allowed_origins: a.allowed_origins,
         log_format: d("text"),
         redis: redis::RedisArgs::default(),
+        auth: auth::AuthArgs::defaults(),
     }
 }
 
