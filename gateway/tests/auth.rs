@@ -689,3 +689,150 @@ async fn turn_token_without_auth_answers_anyone_anonymously() {
     let r = gw.http("POST", "/turn-token", &[]).await;
     assert_eq!(r.json(), json!({"ice_servers": [], "ttl": 86400}));
 }
+
+fn pantheon() -> &'static str {
+    env!("CARGO_BIN_EXE_pantheon")
+}
+
+/// Starts the binary with `env` and expects exit status 64; returns its log.
+async fn exits_with_64(env: &[(&str, String)]) -> String {
+    let mut b = pantheon_testkit::Gateway::builder(pantheon())
+        .name("refused")
+        .wait(pantheon_testkit::Wait::Listening);
+    for (k, v) in env {
+        b = b.env(*k, v.clone());
+    }
+    match b.try_spawn().await {
+        Err(exited) => {
+            assert_eq!(exited.code, Some(64), "{}", exited.log);
+            exited.log
+        }
+        Ok(_) => panic!("the gateway started with {env:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_public_key_file_stops_the_gateway_with_64_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let private = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rs256-private.pem"
+    ))
+    .unwrap();
+    let cases = [
+        ("/nonexistent/key.pem".to_owned(), "cannot read"),
+        (write("text.pem", "hello\n"), "not a PEM file"),
+        (write("private.pem", &private), "private key"),
+        (write("p384.pem", &public_pem(&p384)), "P-256"),
+        (
+            write(
+                "garbage.pem",
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            ),
+            "not an EC P-256 or RSA public key",
+        ),
+    ];
+    for (path, says) in cases {
+        let log = exits_with_64(&[("AUTH_JWT_PUBLIC_KEY", path.clone())]).await;
+        assert!(
+            log.contains("AUTH_JWT_PUBLIC_KEY") && log.contains(says),
+            "{path}: {log}"
+        );
+    }
+    // Every bad variable at once, and no secret in the message.
+    let log = exits_with_64(&[
+        ("AUTH_JWT_PUBLIC_KEY", "/nonexistent/key.pem".into()),
+        ("AUTH_JWT_SECRET", "short-S3CRET".into()),
+        ("TURN_URLS", "turn:t.example:3478".into()),
+        ("TURN_TTL", "forever".into()),
+    ])
+    .await;
+    for name in ["AUTH_JWT_PUBLIC_KEY", "AUTH_JWT_SECRET", "TURN_URLS", "TURN_TTL"] {
+        assert!(log.contains(name), "{name} missing: {log}");
+    }
+    assert!(!log.contains("S3CRET"), "{log}");
+}
+
+#[tokio::test]
+async fn refusals_are_logged_and_counted_without_secrets_or_tokens() {
+    const JWT_SECRET: &str = "jwt-secret-SENTINEL-0123456789abcdef0123";
+    const AUTH_KEY: &str = "auth-key-SENTINEL";
+    const TURN_SECRET: &str = "turn-secret-SENTINEL";
+    let gw = pantheon_testkit::Gateway::builder(pantheon())
+        .name("auth-log")
+        .env("RUST_LOG", "debug")
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
+        .env("AUTH_KEY", AUTH_KEY)
+        .env("TURN_URLS", "turn:127.0.0.1:3478")
+        .env("TURN_SECRET", TURN_SECRET)
+        .spawn()
+        .await;
+    let url = gw.ws_url();
+    let signed = |claims: Value| {
+        sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+            &claims,
+        )
+    };
+    let expired = signed(json!({"sub": "u", "exp": now() - 600}));
+    let wrong = "token-SENTINEL-not-a-jwt";
+    let o = Options::default();
+    refused(&url, &o, Some(&expired)).await;
+    refused(&url, &o, Some(wrong)).await;
+    refused(&url, &o, None).await;
+    let r = gw
+        .http(
+            "POST",
+            "/turn-token",
+            &[("Authorization", &format!("Bearer {wrong}"))],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let good = signed(json!({"sub": "u", "rooms": ["a"], "exp": now() + 60}));
+    let c = connect(&url, with_token(&good)).await;
+    let err = c.join("b", None).await.unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::Unauthorized));
+    let turn = c.welcome().ice_servers.clone().unwrap();
+    let credential = turn[0].credential.clone().unwrap();
+
+    let metrics = gw.metrics().await;
+    for (reason, n) in [
+        ("expired", 1.0),
+        ("invalid", 2.0),
+        ("missing", 1.0),
+        ("forbidden_room", 1.0),
+    ] {
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "pantheon_auth_failures_total",
+                &[&format!("reason=\"{reason}\"")]
+            ),
+            Some(n),
+            "{reason}"
+        );
+    }
+    let log = gw.log();
+    assert!(log.contains("hello refused"), "{log}");
+    assert!(log.contains("/turn-token refused"), "{log}");
+    assert!(log.contains("join refused"), "{log}");
+    for secret in [
+        JWT_SECRET,
+        AUTH_KEY,
+        TURN_SECRET,
+        wrong,
+        &expired,
+        &good,
+        &credential,
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+    assert!(!log.contains("SENTINEL"), "{log}");
+}
