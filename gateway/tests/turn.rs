@@ -75,12 +75,15 @@ impl TurnServer {
         server
     }
 
-    /// Until a STUN binding request is answered.
+    /// Until a STUN binding request is answered. The client waits forever
+    /// for an answer to a request sent before the server listened, hence
+    /// timeout(1).
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ok = Command::new("turnutils_stunclient")
-                .args(["-p", &self.port.to_string(), "127.0.0.1"])
+            let ok = Command::new("timeout")
+                .args(["2", "turnutils_stunclient", "-p", &self.port.to_string()])
+                .arg("127.0.0.1")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
