@@ -339,7 +339,9 @@ impl Auth {
         if let Some(sub) = &claims.sub
             && (sub.is_empty() || sub.len() > MAX_SUBJECT_BYTES || sub.contains(char::is_control))
         {
-            return Err(AuthError::Invalid("sub must be 1-256 bytes without control characters"));
+            return Err(AuthError::Invalid(
+                "sub must be 1-256 bytes without control characters",
+            ));
         }
         Ok(Grant {
             subject: claims.sub,
@@ -378,7 +380,10 @@ mod tests {
     const SECRET: &str = "an HS256 secret of at least thirty-two bytes";
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn hs256(claims: serde_json::Value) -> String {
@@ -431,13 +436,19 @@ mod tests {
         assert_eq!(a.verify(None), Err(AuthError::Missing));
         assert_eq!(a.verify(Some("")), Err(AuthError::Missing));
         assert_eq!(a.verify(Some("legacy")).map(|g| g.allows("x")), Ok(true));
-        assert_eq!(a.verify(Some("legacy2")), Err(AuthError::Invalid("not a JWT")));
+        assert_eq!(
+            a.verify(Some("legacy2")),
+            Err(AuthError::Invalid("not a JWT"))
+        );
         let t = hs256(json!({"exp": now() - 60}));
         assert_eq!(a.verify(Some(&t)), Err(AuthError::Expired));
         let t = hs256(json!({"sub": "x"}));
         assert_eq!(a.verify(Some(&t)), Err(AuthError::Invalid("no exp claim")));
         let t = hs256(json!({"exp": now() + 60, "rooms": "lobby"}));
-        assert_eq!(a.verify(Some(&t)), Err(AuthError::Invalid("malformed claims")));
+        assert_eq!(
+            a.verify(Some(&t)),
+            Err(AuthError::Invalid("malformed claims"))
+        );
         let t = hs256(json!({"exp": now() + 60, "sub": ""}));
         assert!(matches!(a.verify(Some(&t)), Err(AuthError::Invalid(_))));
         // Within the leeway, an expired token still passes.

@@ -194,7 +194,10 @@ async fn turn_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
         Some(sub) if is_plain_name(sub) => sub.to_owned(),
         _ => {
             let n: [u8; 8] = rand::random();
-            format!("anon-{}", n.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            format!(
+                "anon-{}",
+                n.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
         }
     };
     let body = json!({

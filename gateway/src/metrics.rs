@@ -333,7 +333,9 @@ impl Metrics {
     /// not grant (`forbidden_room`), a resume by another subject
     /// (`wrong_subject`).
     pub fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -262,8 +262,7 @@ impl Session {
         };
         let ClientMessage {
             id,
-            request:
-                Request::Hello { v, token, resume },
+            request: Request::Hello { v, token, resume },
         } = msg
         else {
             self.shared.metrics.received(Some(msg.request.kind()));

@@ -160,7 +160,12 @@ async fn bad_tokens_are_refused_with_unauthorized_then_4003() {
         ("no token", None, "missing", "required"),
         ("empty token", Some(String::new()), "missing", "required"),
         ("not a JWT", Some("hello".into()), "invalid", "not a JWT"),
-        ("wrong secret", Some(other_secret), "invalid", "bad signature"),
+        (
+            "wrong secret",
+            Some(other_secret),
+            "invalid",
+            "bad signature",
+        ),
         (
             "expired",
             Some(hs(json!({"sub": "x", "exp": now() - 120}))),
@@ -436,7 +441,9 @@ async fn a_session_outlives_its_token_but_a_resume_needs_a_valid_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.ping().await.expect("the session outlives its token");
-    c.join("room", None).await.expect("granted rooms stay joinable");
+    c.join("room", None)
+        .await
+        .expect("granted rooms stay joinable");
 
     // A resume with the expired token is refused (and leaves the session
     // in its grace window)...
@@ -668,8 +675,14 @@ async fn turn_token_needs_a_bearer_token_when_auth_is_on() {
     // A `sub` that is not a plain name does not go into TURN usernames.
     let odd = hs(json!({"sub": "a:b c", "exp": now() + 60}));
     let r = post(vec![("Authorization", format!("Bearer {odd}"))]).await;
-    let name = r.json()["ice_servers"][1]["username"].as_str().unwrap().to_owned();
-    assert!(name.split_once(':').unwrap().1.starts_with("anon-"), "{name}");
+    let name = r.json()["ice_servers"][1]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        name.split_once(':').unwrap().1.starts_with("anon-"),
+        "{name}"
+    );
 }
 
 #[tokio::test]
@@ -679,7 +692,12 @@ async fn turn_token_without_auth_answers_anyone_anonymously() {
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     let turn = &body["ice_servers"][1];
-    let user = turn["username"].as_str().unwrap().split_once(':').unwrap().1;
+    let user = turn["username"]
+        .as_str()
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1;
     assert!(user.starts_with("anon-"), "{user}");
     check_turn(turn, user, 3600);
     // GET is not the method.
@@ -753,7 +771,12 @@ async fn a_bad_public_key_file_stops_the_gateway_with_64_and_the_reason() {
         ("TURN_TTL", "forever".into()),
     ])
     .await;
-    for name in ["AUTH_JWT_PUBLIC_KEY", "AUTH_JWT_SECRET", "TURN_URLS", "TURN_TTL"] {
+    for name in [
+        "AUTH_JWT_PUBLIC_KEY",
+        "AUTH_JWT_SECRET",
+        "TURN_URLS",
+        "TURN_TTL",
+    ] {
         assert!(log.contains(name), "{name} missing: {log}");
     }
     assert!(!log.contains("S3CRET"), "{log}");

@@ -160,11 +160,20 @@ async fn from_welcome(gw: &TestGateway) -> (String, String) {
     let ice = c.welcome().ice_servers.clone().expect("ice_servers");
     assert_eq!(ice.len(), 1);
     assert_eq!(
-        ice[0].username.as_deref().unwrap().split_once(':').unwrap().1,
+        ice[0]
+            .username
+            .as_deref()
+            .unwrap()
+            .split_once(':')
+            .unwrap()
+            .1,
         c.peer().as_str(),
         "the user part is the peer"
     );
-    (ice[0].username.clone().unwrap(), ice[0].credential.clone().unwrap())
+    (
+        ice[0].username.clone().unwrap(),
+        ice[0].credential.clone().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +189,11 @@ async fn coturn_accepts_issued_credentials_and_refuses_tampered_or_expired_ones(
     assert_eq!(r.status, 200, "{}", r.body);
     let (user2, pass2) = credentials(&r.json()["ice_servers"][0]);
     let (ok, out) = turn.allocate(&user2, &pass2).await;
-    assert!(ok, "/turn-token's credential refused:\n{out}\n{}", turn.log());
+    assert!(
+        ok,
+        "/turn-token's credential refused:\n{out}\n{}",
+        turn.log()
+    );
 
     // A credential with one character changed.
     let mut tampered = pass.clone().into_bytes();

@@ -167,8 +167,8 @@ pub fn parse_auth(a: &AuthArgs, problems: &mut Vec<String>) -> Auth {
         }
         Secret::new(s)
     });
-    let jwt_public_key = non_empty(&a.auth_jwt_public_key).and_then(|path| {
-        match std::fs::read(path) {
+    let jwt_public_key =
+        non_empty(&a.auth_jwt_public_key).and_then(|path| match std::fs::read(path) {
             Ok(pem) => match PublicKey::from_pem(&pem) {
                 Ok(key) => Some(key),
                 Err(why) => {
@@ -180,8 +180,7 @@ pub fn parse_auth(a: &AuthArgs, problems: &mut Vec<String>) -> Auth {
                 problems.push(format!("AUTH_JWT_PUBLIC_KEY: cannot read {path}: {e}"));
                 None
             }
-        }
-    });
+        });
     let audience = Some(list(&a.auth_jwt_audience)).filter(|l| !l.is_empty());
     let issuer = Some(list(&a.auth_jwt_issuer)).filter(|l| !l.is_empty());
     let leeway = seconds("AUTH_JWT_LEEWAY", &a.auth_jwt_leeway, 0, 600, problems);
@@ -213,8 +212,7 @@ pub fn parse_auth(a: &AuthArgs, problems: &mut Vec<String>) -> Auth {
 pub fn parse_ice(a: &AuthArgs, problems: &mut Vec<String>) -> Ice {
     let stun_urls = list(&a.stun_urls);
     for u in &stun_urls {
-        if !(u.starts_with("stun:") || u.starts_with("stuns:")) || u.contains(char::is_whitespace)
-        {
+        if !(u.starts_with("stun:") || u.starts_with("stuns:")) || u.contains(char::is_whitespace) {
             problems.push(format!(
                 "STUN_URLS: {u:?} is not a STUN URL like stun:stun.example.org:3478"
             ));
@@ -222,8 +220,7 @@ pub fn parse_ice(a: &AuthArgs, problems: &mut Vec<String>) -> Ice {
     }
     let turn_urls = list(&a.turn_urls);
     for u in &turn_urls {
-        if !(u.starts_with("turn:") || u.starts_with("turns:")) || u.contains(char::is_whitespace)
-        {
+        if !(u.starts_with("turn:") || u.starts_with("turns:")) || u.contains(char::is_whitespace) {
             problems.push(format!(
                 "TURN_URLS: {u:?} is not a TURN URL like turn:turn.example.org:3478"
             ));
@@ -270,7 +267,10 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert!(auth.is_enabled());
         let shown = format!("{auth:?}");
-        assert!(!shown.contains("s3cr3t") && !shown.contains("legacy-k3y"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("legacy-k3y"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -332,7 +332,10 @@ mod tests {
             &mut problems,
         );
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(ice.stun_urls, ["stun:a.example:3478", "stun:b.example:3478"]);
+        assert_eq!(
+            ice.stun_urls,
+            ["stun:a.example:3478", "stun:b.example:3478"]
+        );
         assert_eq!(ice.turn_ttl, Duration::from_secs(86_400));
     }
 }
