@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use pantheon_protocol::{
-    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, Request, ServerKind,
+    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, Request, RoomName, ServerKind,
     ServerMessage, VERSION, Welcome, decode_client, encode_server,
 };
 use std::sync::Arc;
@@ -433,24 +433,15 @@ impl Session {
                 code: ErrorCode::BadRequest,
                 message: "hello was already sent on this connection",
             }),
-            Request::Join { room, meta } => {
-                if !self.grant.allows(room.as_str()) {
-                    self.shared.metrics.auth_failure("forbidden_room");
-                    tracing::debug!(
-                        %room,
-                        subject = self.grant.subject(),
-                        "join refused: the token does not grant this room"
-                    );
-                    return Err(FORBIDDEN_ROOM);
-                }
-                let meta = self.stamp(meta.unwrap_or_else(Meta::empty))?;
-                hub.join(&peer, room, meta, id).await
-            }
+            Request::Join { room, meta } => match self.granted(&room, meta) {
+                Ok(meta) => hub.join(&peer, room, meta, id).await,
+                Err(refusal) => Err(refusal),
+            },
             Request::Leave { room } => hub.leave(&peer, room, id),
-            Request::Update { room, meta } => {
-                let meta = self.stamp(meta)?;
-                hub.update(&peer, room, meta, id).await
-            }
+            Request::Update { room, meta } => match self.stamp(meta) {
+                Ok(meta) => hub.update(&peer, room, meta, id).await,
+                Err(refusal) => Err(refusal),
+            },
             Request::Peers { room } => hub.peers(&peer, room, id),
             Request::Ping => {
                 self.send(&ServerMessage::Pong { id });
@@ -493,6 +484,20 @@ impl Session {
             self.settle(id, received, outcome);
         }
         self
+    }
+
+    /// Whether the token grants `room`; the `meta` to join with.
+    fn granted(&self, room: &RoomName, meta: Option<Meta>) -> Result<Meta, Refusal> {
+        if !self.grant.allows(room.as_str()) {
+            self.shared.metrics.auth_failure("forbidden_room");
+            tracing::debug!(
+                %room,
+                subject = self.grant.subject(),
+                "join refused: the token does not grant this room"
+            );
+            return Err(FORBIDDEN_ROOM);
+        }
+        self.stamp(meta.unwrap_or_else(Meta::empty))
     }
 
     /// `meta` with `user` set by the server (when authentication is on).
