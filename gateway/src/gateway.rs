@@ -1,11 +1,13 @@
 //! The service as a whole: shared state, the listener loop, and graceful
 //! shutdown (drain).
 
+use crate::auth::Auth;
 use crate::bus::redis::{Redis, Settings as RedisSettings};
 use crate::bus::{Bus, Health, Standalone};
 use crate::config::Config;
 use crate::http;
 use crate::hub::{Hub, Settings};
+use crate::ice::Ice;
 use crate::metrics::{Metrics, Snapshot};
 use crate::webtransport;
 use pantheon_certs::Store;
@@ -40,6 +42,10 @@ pub struct Shared {
     pub started: Instant,
     /// The TLS certificate WebTransport presents, when it is served.
     pub certs: Option<Arc<Store>>,
+    /// Token verification for every transport and `/turn-token`.
+    pub auth: Auth,
+    /// STUN/TURN servers for `welcome` and `/turn-token`.
+    pub ice: Ice,
     draining: AtomicBool,
     conn_ids: AtomicU64,
 }
@@ -200,6 +206,7 @@ impl Gateway {
                 }
             });
         }
+        let (auth, ice) = (Auth::new(&config.auth), Ice::new(&config.ice));
         Self {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -211,6 +218,8 @@ impl Gateway {
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 certs,
+                auth,
+                ice,
                 draining: AtomicBool::new(false),
                 conn_ids: AtomicU64::new(1),
             }),

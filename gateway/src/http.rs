@@ -1,9 +1,9 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics` (unless `METRICS_ADDR`
-//! moves it to a listener of its own), the WebSocket upgrade at `/ws`,
-//! `/webtransport/cert-hash` and the legacy Socket.IO endpoint `/socket.io/`
-//! ([`crate::legacy`]), served by hyper with a header-read timeout so a slow
-//! or silent client cannot hold a connection open before its request has
-//! arrived.
+//! moves it to a listener of its own), `/turn-token`, the WebSocket upgrade
+//! at `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
+//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
+//! timeout so a slow or silent client cannot hold a connection open before
+//! its request has arrived.
 
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use pantheon_fallback_ws::{self as ws, Upgrade};
@@ -46,6 +46,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     };
     router
         .route("/ws", get(websocket))
+        .route("/turn-token", post(turn_token))
         .route("/webtransport/cert-hash", get(cert_hash))
         .layer(crate::legacy::layer(&shared))
         .layer(cors)
@@ -190,6 +191,59 @@ async fn cert_hash(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `POST /turn-token` (PROTOCOL.md §8): fresh ICE servers and TURN
+/// credentials. With authentication on it needs `Authorization: Bearer
+/// <AUTH_KEY or JWT>` (else 401); the TURN user part is the token's `sub`
+/// when it is a plain name, or an anonymous random one.
+async fn turn_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        });
+    let grant = match shared.auth.verify(bearer) {
+        Ok(grant) => grant,
+        Err(e) => {
+            shared.metrics.auth_failure(e.reason());
+            tracing::info!(reason = e.reason(), "/turn-token refused: {e}");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": "unauthorized", "message": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    let user = match grant.subject() {
+        Some(sub) if is_plain_name(sub) => sub.to_owned(),
+        _ => {
+            let n: [u8; 8] = rand::random();
+            format!(
+                "anon-{}",
+                n.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }
+    };
+    let body = json!({
+        "ice_servers": shared.ice.servers(&user, std::time::SystemTime::now()),
+        "ttl": shared.ice.ttl().as_secs(),
+    });
+    // Credentials: never cached by anything in between.
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+/// A `sub` usable as a TURN user name as it is: 1–128 bytes of
+/// `[A-Za-z0-9._@+-]` (no `:`, which separates the expiry in the username).
+fn is_plain_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
 }
 
 async fn websocket(

@@ -194,12 +194,13 @@ impl Hub {
         stats
     }
 
-    fn new_peer(&self) -> Arc<Peer> {
+    fn new_peer(&self, owner: &str) -> Arc<Peer> {
         let mut rng = rand::rng();
         let id: [u8; 10] = rng.random();
         let secret: [u8; 16] = rng.random();
         let id = PeerId::new(&format!("p_{}", hex(&id))).expect("hex ids are valid");
-        Arc::new(Peer::new(id, hex(&secret), self.settings.resume_buffer))
+        let secret = format!("{}{owner}", hex(&secret));
+        Arc::new(Peer::new(id, secret, self.settings.resume_buffer))
     }
 
     fn set_gauges(&self, inner: &Inner) {
@@ -209,7 +210,14 @@ impl Hub {
 
     /// Opens a new session on `link`, sending `welcome` first.
     pub fn open(&self, link: Link, welcome: WelcomeFn<'_>) -> Arc<Peer> {
-        let peer = self.new_peer();
+        self.open_owned(link, welcome, "")
+    }
+
+    /// Opens a new session whose resume secret ends with `owner`
+    /// ([`crate::auth::Grant::owner_tag`]), so that only the same subject
+    /// can resume it.
+    pub fn open_owned(&self, link: Link, welcome: WelcomeFn<'_>, owner: &str) -> Arc<Peer> {
+        let peer = self.new_peer(owner);
         peer.attach(link, welcome(&peer, false), 0)
             .expect("a new session accepts any link");
         let mut inner = self.lock();
@@ -238,10 +246,12 @@ impl Hub {
         link: Link,
         welcome: WelcomeFn<'_>,
         id: PeerId,
+        owner: &str,
     ) -> Result<Arc<Peer>, Refusal> {
         let mut rng = rand::rng();
         let secret: [u8; 16] = rng.random();
-        let peer = Arc::new(Peer::new(id, hex(&secret), self.settings.resume_buffer));
+        let secret = format!("{}{owner}", hex(&secret));
+        let peer = Arc::new(Peer::new(id, secret, self.settings.resume_buffer));
         let mut inner = self.lock();
         if let Some(old) = inner.peers.get(&peer.id) {
             if !old.claimed {

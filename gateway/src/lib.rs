@@ -13,15 +13,19 @@
 //! - [`hub`]: this instance's rooms and sessions and the membership rules.
 //! - [`peer`]: one session's `seq`, replay buffer and attached connection.
 //! - [`bus`]: cross-instance routing ([`bus::Bus`]; [`bus::Standalone`]).
+//! - [`auth`]: token verification ([`auth::Auth::verify`] → [`auth::Grant`]).
+//! - [`ice`]: STUN/TURN servers and TURN REST API credentials.
 //! - [`limit`]: per-connection rate limiting.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging setup.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod legacy;
 pub mod limit;
 pub mod metrics;

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub relay_latency: Histogram,
     /// Connections refused before the session started.
     refused: Family<ReasonLabel, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
     /// Messages received from other instances.
     pub cross_instance: Counter,
     /// Directed messages sent to other instances.
@@ -157,6 +158,15 @@ pub struct Metrics {
     room_members: Gauge,
     rooms_spanning: Gauge,
 }
+
+/// The reasons of `pantheon_auth_failures_total`, exported from the start.
+const AUTH_FAILURE_REASONS: [&str; 5] = [
+    "missing",
+    "expired",
+    "invalid",
+    "forbidden_room",
+    "wrong_subject",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabel {
@@ -265,6 +275,15 @@ impl Metrics {
             "Connection attempts refused before a session started, by reason",
             refused.clone(),
         );
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Tokens and requests refused by authentication, by reason (missing, expired, invalid, forbidden_room, wrong_subject)",
+            auth_failures.clone(),
+        );
+        for reason in AUTH_FAILURE_REASONS {
+            let _ = auth_failures.get_or_create(&ReasonLabel { reason });
+        }
         let cross_instance = Counter::default();
         registry.register(
             "cross_instance_messages_received",
@@ -400,6 +419,7 @@ impl Metrics {
             resumes,
             relay_latency,
             refused,
+            auth_failures,
             cross_instance,
             cross_instance_sent,
             cross_region,
@@ -516,6 +536,16 @@ impl Metrics {
     /// Counts a refused connection.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a refusal by authentication: a `hello` or `/turn-token` token
+    /// (`missing`, `expired`, `invalid`), a `join` of a room the token does
+    /// not grant (`forbidden_room`), a resume by another subject
+    /// (`wrong_subject`).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

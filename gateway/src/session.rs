@@ -5,6 +5,7 @@
 //! A transport hands over a `Stream` of [`Inbound`] and a `Sink` of
 //! [`Outbound`]; nothing here knows which transport it serves.
 
+use crate::auth::Grant;
 use crate::bus::BoxFuture;
 use crate::gateway::Shared;
 use crate::hub::{Refusal, Relayed};
@@ -15,8 +16,8 @@ use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use pantheon_protocol::{
-    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, PeerId, Request, ServerKind,
-    ServerMessage, VERSION, Welcome, decode_client, encode_server,
+    ClientMessage, CloseCode, ErrorCode, Inbound, Meta, Outbound, PeerId, Request, RoomName,
+    ServerKind, ServerMessage, VERSION, Welcome, decode_client, encode_server,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,11 @@ const MAX_IN_FLIGHT: usize = 64;
 /// A relayed message on its way to another instance: its request `id`, when
 /// it was received, and the outcome once Redis has it.
 type InFlight = BoxFuture<'static, (Option<u64>, Instant, Result<(), Refusal>)>;
+
+const FORBIDDEN_ROOM: Refusal = Refusal {
+    code: ErrorCode::Unauthorized,
+    message: "your token does not grant this room",
+};
 
 /// How a connection ended, seen from the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +108,7 @@ pub async fn serve_as<I, O>(
         last_seen: Instant::now(),
         peer: None,
         claim,
+        grant: Grant::open(),
         kind,
         shared,
     };
@@ -141,6 +148,9 @@ struct Session {
     peer: Option<Arc<Peer>>,
     /// The peer id the transport asked for.
     claim: Option<PeerId>,
+    /// What this connection's `hello.token` allows (checked once: a token
+    /// that expires later does not end the session).
+    grant: Grant,
     kind: TransportKind,
 }
 
@@ -274,12 +284,7 @@ impl Session {
         };
         let ClientMessage {
             id,
-            request:
-                Request::Hello {
-                    v,
-                    token: _,
-                    resume,
-                },
+            request: Request::Hello { v, token, resume },
         } = msg
         else {
             self.shared.metrics.received(Some(msg.request.kind()));
@@ -302,7 +307,35 @@ impl Session {
             return Err(self.close(CloseCode::UnsupportedVersion));
         }
         let shared = Arc::clone(&self.shared);
+        self.grant = match shared.auth.verify(token.as_deref()) {
+            Ok(grant) => grant,
+            Err(e) => {
+                shared.metrics.auth_failure(e.reason());
+                tracing::info!(
+                    reason = e.reason(),
+                    transport = ?self.kind.transport,
+                    "hello refused: {e}"
+                );
+                self.send_raw_error(id, ErrorCode::Unauthorized, &e.to_string());
+                return Err(self.close(CloseCode::Unauthorized));
+            }
+        };
         let welcome = |peer: &Peer, resumed: bool| shared.welcome(id, peer, resumed);
+        let owner = self.grant.owner_tag();
+        let resume = resume.filter(|r| {
+            // Someone else's session is treated as unknown: a new session,
+            // and the other one stays as it was.
+            let own = self.grant.owns(&r.session);
+            if !own {
+                shared.metrics.resume("wrong_subject");
+                shared.metrics.auth_failure("wrong_subject");
+                tracing::info!(
+                    subject = self.grant.subject(),
+                    "resume of a session opened by another subject refused; new session"
+                );
+            }
+            own
+        });
         let peer = match resume {
             Some(r) => match shared
                 .hub
@@ -315,12 +348,15 @@ impl Session {
                 }
                 Err(failure) => {
                     shared.metrics.resume(failure.as_str());
-                    shared.hub.open(self.link.clone(), &welcome)
+                    shared.hub.open_owned(self.link.clone(), &welcome, &owner)
                 }
             },
             None => match self.claim.take() {
-                None => shared.hub.open(self.link.clone(), &welcome),
-                Some(claim) => match shared.hub.open_as(self.link.clone(), &welcome, claim) {
+                None => shared.hub.open_owned(self.link.clone(), &welcome, &owner),
+                Some(claim) => match shared
+                    .hub
+                    .open_as(self.link.clone(), &welcome, claim, &owner)
+                {
                     Ok(peer) => peer,
                     Err(refusal) => {
                         self.send_raw_error(id, refusal.code, refusal.message);
@@ -431,12 +467,15 @@ impl Session {
                 code: ErrorCode::BadRequest,
                 message: "hello was already sent on this connection",
             }),
-            Request::Join { room, meta } => {
-                hub.join(&peer, room, meta.unwrap_or_else(Meta::empty), id)
-                    .await
-            }
+            Request::Join { room, meta } => match self.granted(&room, meta) {
+                Ok(meta) => hub.join(&peer, room, meta, id).await,
+                Err(refusal) => Err(refusal),
+            },
             Request::Leave { room } => hub.leave(&peer, room, id),
-            Request::Update { room, meta } => hub.update(&peer, room, meta, id).await,
+            Request::Update { room, meta } => match self.stamp(meta) {
+                Ok(meta) => hub.update(&peer, room, meta, id).await,
+                Err(refusal) => Err(refusal),
+            },
             Request::Peers { room } => hub.peers(&peer, room, id),
             Request::Ping => {
                 self.send(&ServerMessage::Pong { id });
@@ -479,6 +518,28 @@ impl Session {
             self.settle(id, received, outcome);
         }
         self
+    }
+
+    /// Whether the token grants `room`; the `meta` to join with.
+    fn granted(&self, room: &RoomName, meta: Option<Meta>) -> Result<Meta, Refusal> {
+        if !self.grant.allows(room.as_str()) {
+            self.shared.metrics.auth_failure("forbidden_room");
+            tracing::debug!(
+                %room,
+                subject = self.grant.subject(),
+                "join refused: the token does not grant this room"
+            );
+            return Err(FORBIDDEN_ROOM);
+        }
+        self.stamp(meta.unwrap_or_else(Meta::empty))
+    }
+
+    /// `meta` with `user` set by the server (when authentication is on).
+    fn stamp(&self, meta: Meta) -> Result<Meta, Refusal> {
+        self.grant.stamp(meta).map_err(|_| Refusal {
+            code: ErrorCode::BadRequest,
+            message: "meta with the user from your token is over 1024 bytes",
+        })
     }
 
     /// Answers a relayed message: `ack` (when it had an `id`) or the error.
@@ -571,7 +632,10 @@ impl Shared {
             region: cfg.region.clone(),
             heartbeat_ms: cfg.ping_interval.as_millis() as u64,
             limits: cfg.limits,
-            ice_servers: None,
+            ice_servers: self.ice.is_configured().then(|| {
+                self.ice
+                    .servers(peer.id.as_str(), std::time::SystemTime::now())
+            }),
         }))
     }
 }

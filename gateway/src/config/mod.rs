@@ -5,6 +5,7 @@
 //! default) and converted here, so that one run reports every bad variable at
 //! once instead of stopping at the first.
 
+pub mod auth;
 pub mod redis;
 
 use clap::Parser;
@@ -109,6 +110,9 @@ pub struct Args {
     /// Redis (scale-out); absent: standalone.
     #[command(flatten)]
     pub redis: redis::RedisArgs,
+    /// Authentication and ICE servers.
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
 }
 
 /// Log output format.
@@ -164,6 +168,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Redis, when several instances form one system.
     pub redis: Option<redis::Redis>,
+    /// Authentication (off when nothing is configured).
+    pub auth: auth::Auth,
+    /// STUN/TURN servers for `welcome.ice_servers` and `/turn-token`.
+    pub ice: auth::Ice,
 }
 
 /// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
@@ -389,6 +397,8 @@ impl Config {
             }
         };
         let redis = redis::parse(&a.redis, &mut c.problems);
+        let auth = auth::parse_auth(&a.auth, &mut c.problems);
+        let ice = auth::parse_ice(&a.auth, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -415,6 +425,8 @@ impl Config {
             metrics_addr,
             log_format,
             redis,
+            auth,
+            ice,
         })
     }
 
@@ -463,6 +475,7 @@ fn defaults_only(a: Args) -> Args {
         metrics_addr: None,
         log_format: d("text"),
         redis: redis::RedisArgs::default(),
+        auth: auth::AuthArgs::defaults(),
     }
 }
 
