@@ -1,6 +1,7 @@
 //! The service as a whole: shared state, the listener loop, and graceful
 //! shutdown (drain).
 
+use crate::admission::{Admission, RefusalLog};
 use crate::bus::redis::{Redis, Settings as RedisSettings};
 use crate::bus::{Bus, Health, Standalone};
 use crate::config::Config;
@@ -40,6 +41,10 @@ pub struct Shared {
     pub started: Instant,
     /// The TLS certificate WebTransport presents, when it is served.
     pub certs: Option<Arc<Store>>,
+    /// Per-client-address limits and trusted proxies.
+    pub admission: Arc<Admission>,
+    /// Counts and logs refused connections.
+    pub refusals: RefusalLog,
     draining: AtomicBool,
     conn_ids: AtomicU64,
 }
@@ -187,6 +192,8 @@ impl Gateway {
         Self {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                admission: Arc::new(Admission::new(&config.admission)),
+                refusals: RefusalLog::new(metrics.clone()),
                 config,
                 hub,
                 metrics,
@@ -236,6 +243,7 @@ impl Gateway {
                 stop_accepting.clone(),
             ))
         });
+        tokio::spawn(shared.admission.clone().maintain(stop_accepting.clone()));
         if let Some(certs) = &shared.certs {
             certs
                 .clone()

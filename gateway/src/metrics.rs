@@ -43,6 +43,12 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabel {
+    transport: Transport,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -68,7 +74,7 @@ pub struct Metrics {
     /// recipients.
     pub relay_latency: Histogram,
     /// Connections refused before the session started.
-    refused: Family<ReasonLabel, Counter>,
+    refused: Family<RefusedLabel, Counter>,
     /// Messages received from other instances.
     pub cross_instance: Counter,
     /// Directed messages sent to other instances.
@@ -184,10 +190,10 @@ impl Metrics {
             "Time from receiving a signal or broadcast to queueing it for its recipients",
             relay_latency.clone(),
         );
-        let refused = Family::<ReasonLabel, Counter>::default();
+        let refused = Family::<RefusedLabel, Counter>::default();
         registry.register(
             "connections_refused",
-            "Connection attempts refused before a session started, by reason",
+            "Connection attempts refused before a session started, by transport and reason",
             refused.clone(),
         );
         let cross_instance = Counter::default();
@@ -303,9 +309,19 @@ impl Metrics {
         self.resumes.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// Counts a refused connection.
-    pub fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    /// Counts a refused connection (see `admission::RefusalLog`, which
+    /// also logs it).
+    pub fn refused(&self, transport: Transport, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabel { transport, reason })
+            .inc();
+    }
+
+    /// Refused connections so far with this transport and reason.
+    pub fn refused_count(&self, transport: Transport, reason: &'static str) -> u64 {
+        self.refused
+            .get_or_create(&RefusedLabel { transport, reason })
+            .get()
     }
 
     /// The Prometheus text exposition.

@@ -5,6 +5,7 @@
 //! default) and converted here, so that one run reports every bad variable at
 //! once instead of stopping at the first.
 
+pub mod admission;
 pub mod redis;
 
 use clap::Parser;
@@ -105,6 +106,9 @@ pub struct Args {
     /// Redis (scale-out); absent: standalone.
     #[command(flatten)]
     pub redis: redis::RedisArgs,
+    /// Per-client-address limits and trusted proxies.
+    #[command(flatten)]
+    pub admission: admission::AdmissionArgs,
 }
 
 /// Log output format.
@@ -158,6 +162,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Redis, when several instances form one system.
     pub redis: Option<redis::Redis>,
+    /// Per-client-address limits and trusted proxies.
+    pub admission: admission::Admission,
 }
 
 /// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
@@ -363,6 +369,7 @@ impl Config {
             }
         };
         let redis = redis::parse(&a.redis, &mut c.problems);
+        let admission = admission::parse(&a.admission, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -388,6 +395,7 @@ impl Config {
             allowed_origins,
             log_format,
             redis,
+            admission,
         })
     }
 
@@ -435,6 +443,7 @@ fn defaults_only(a: Args) -> Args {
         allowed_origins: a.allowed_origins,
         log_format: d("text"),
         redis: redis::RedisArgs::default(),
+        admission: admission::AdmissionArgs::default(),
     }
 }
 
