@@ -304,6 +304,11 @@ impl Metrics {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Connections closed so far with this reason.
+    pub fn closed_count(&self, reason: &'static str) -> u64 {
+        self.closes.get_or_create(&ReasonLabel { reason }).get()
+    }
+
     /// Counts a resume attempt.
     pub fn resume(&self, result: &'static str) {
         self.resumes.get_or_create(&ResultLabel { result }).inc();

@@ -453,7 +453,17 @@ pub enum BareFrame {
 impl BareSocket {
     /// Upgrades `GET /ws` (no subprotocol offered).
     pub async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        Self::connect_with_receive_buffer(addr, None).await
+    }
+
+    /// [`Self::connect`] with a small kernel receive buffer, for a client
+    /// that stops reading and must be seen to stop soon.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, rcvbuf: Option<u32>) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let mut stream = socket.connect(addr).await.expect("connect");
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -489,6 +499,11 @@ impl BareSocket {
         frame.extend_from_slice(&[0, 0, 0, 0]);
         frame.extend_from_slice(text.as_bytes());
         self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Sends bytes as they are (a frame, part of one, anything).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 
     /// Sends a close frame, with a status code or (as a browser's plain
