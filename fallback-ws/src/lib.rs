@@ -97,19 +97,21 @@ pub fn split(socket: WebSocket) -> (Incoming, Outgoing) {
 }
 
 /// The client's side of a WebSocket as a stream of [`Inbound`] events. It ends
-/// after yielding one [`Inbound::Closed`] or [`Inbound::TooLarge`].
+/// after yielding one [`Inbound::Closed`], [`Inbound::TooLarge`] or
+/// [`Inbound::NotUtf8`].
 #[derive(Debug)]
 pub struct Incoming {
     inner: SplitStream<WebSocket>,
     done: bool,
 }
 
-fn is_too_large(err: axum::Error) -> bool {
-    let inner = err.into_inner();
-    matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// What a read error means for the session.
+fn on_error(err: axum::Error) -> Inbound {
+    match err.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Inbound::TooLarge,
+        Some(tungstenite::Error::Utf8(_)) => Inbound::NotUtf8,
+        _ => Inbound::Closed { goodbye: false },
+    }
 }
 
 impl Stream for Incoming {
@@ -133,11 +135,7 @@ impl Stream for Incoming {
             }
             Some(Err(err)) => {
                 self.done = true;
-                if is_too_large(err) {
-                    Inbound::TooLarge
-                } else {
-                    Inbound::Closed { goodbye: false }
-                }
+                on_error(err)
             }
             None => {
                 self.done = true;

@@ -1,6 +1,7 @@
 //! The service as a whole: shared state, the listener loop, and graceful
 //! shutdown (drain).
 
+use crate::admission::{Admission, RefusalLog};
 use crate::auth::Auth;
 use crate::bus::redis::{Redis, Settings as RedisSettings};
 use crate::bus::{Bus, Health, Standalone};
@@ -46,6 +47,10 @@ pub struct Shared {
     pub auth: Auth,
     /// STUN/TURN servers for `welcome` and `/turn-token`.
     pub ice: Ice,
+    /// Per-client-address limits and trusted proxies.
+    pub admission: Arc<Admission>,
+    /// Counts and logs refused connections.
+    pub refusals: RefusalLog,
     draining: AtomicBool,
     conn_ids: AtomicU64,
 }
@@ -210,6 +215,8 @@ impl Gateway {
         Self {
             shared: Arc::new(Shared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                admission: Arc::new(Admission::new(&config.admission)),
+                refusals: RefusalLog::new(metrics.clone()),
                 config,
                 hub,
                 metrics,
@@ -275,6 +282,7 @@ impl Gateway {
                 stop_accepting.clone(),
             ))
         });
+        tokio::spawn(shared.admission.clone().maintain(stop_accepting.clone()));
         if let Some(certs) = &shared.certs {
             certs
                 .clone()

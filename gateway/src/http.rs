@@ -4,10 +4,17 @@
 //! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
 //! timeout so a slow or silent client cannot hold a connection open before
 //! its request has arrived.
+//!
+//! Each connection learns its client address first ([`Remote`]: the TCP
+//! peer, or what a trusted proxy's PROXY header names); the WebSocket
+//! upgrade then applies the per-address limits of [`crate::admission`] and
+//! answers 429 with `Retry-After` over them, before upgrading.
 
+use crate::admission::{Refused, proxy};
 use crate::gateway::Shared;
 use crate::metrics::Transport;
 use crate::session::{self, TransportKind};
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -15,13 +22,20 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use pantheon_fallback_ws::{self as ws, Upgrade};
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Where a request came from: the TCP peer, or the client a trusted proxy's
+/// PROXY protocol header named (`X-Forwarded-For` is applied per request).
+/// Put in every request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote(pub IpAddr);
 
 /// The router for `PORT`.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -72,25 +86,26 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
         ))),
         _ => None,
     };
-    accept(listener, app, tls, shared.config.http_header_timeout, stop).await;
+    accept(listener, app, tls, shared, stop).await;
 }
 
 /// Serves `/metrics` alone on `listener` (`METRICS_ADDR`), in plain HTTP,
 /// until `stop` is cancelled: through the drain, so a stuck drain shows.
 pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let header_timeout = shared.config.http_header_timeout;
-    accept(listener, metrics_router(shared), None, header_timeout, stop).await;
+    let app = metrics_router(shared.clone());
+    accept(listener, app, None, shared, stop).await;
 }
 
 async fn accept(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    header_timeout: std::time::Duration,
+    shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    let header_timeout = shared.config.http_header_timeout;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -104,9 +119,32 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let tls = tls.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
+            let peer = peer.ip().to_canonical();
+            // Only a trusted proxy may put a PROXY header in front.
+            let (remote, stream) = if shared.admission.trusts(peer) {
+                match tokio::time::timeout(header_timeout, proxy::read(stream)).await {
+                    Ok(Ok((named, stream))) => (named.unwrap_or(peer), stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "PROXY protocol header refused");
+                        shared
+                            .refusals
+                            .refused(Transport::websocket, "proxy_protocol", Some(peer));
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            } else {
+                (peer, proxy::Prefixed::new(Default::default(), stream))
+            };
+            let remote = Remote(remote);
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(remote);
+                app.clone().oneshot(req)
+            });
             let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -246,19 +284,36 @@ fn is_plain_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
 }
 
+/// 429 with `Retry-After`, for a client address over its limits.
+fn too_many(refused: Refused) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, refused.retry_after_secs().to_string())],
+        match refused {
+            Refused::Rate(_) => "too many connection attempts from this address",
+            Refused::Concurrent => "too many connections from this address",
+        },
+    )
+        .into_response()
+}
+
 async fn websocket(
     State(shared): State<Arc<Shared>>,
+    remote: Option<Extension<Remote>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    const T: Transport = Transport::websocket;
+    let client = remote.map(|Extension(Remote(ip))| shared.admission.client_ip(ip, &headers));
     if shared.is_draining() {
-        shared.metrics.refused("draining");
+        shared.refusals.refused(T, "draining", client);
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-        shared.metrics.refused("max_connections");
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-    };
+    // Every attempt counts against the rate, whatever becomes of it.
+    if let Some(Err(refused)) = client.map(|ip| shared.admission.attempt(ip)) {
+        shared.refusals.refused(T, refused.reason(), client);
+        return too_many(refused);
+    }
     let options = ws::Options {
         max_frame_bytes: shared.config.limits.max_frame_bytes(),
         allowed_origins: shared.config.allowed_origins.clone(),
@@ -266,12 +321,24 @@ async fn websocket(
     let upgrade = match Upgrade::check(upgrade, &headers, &options) {
         Ok(u) => u,
         Err(refused) => {
-            shared.metrics.refused(match refused.status {
+            let reason = match refused.status {
                 StatusCode::FORBIDDEN => "origin",
                 _ => "subprotocol",
-            });
+            };
+            shared.refusals.refused(T, reason, client);
             return (refused.status, refused.reason).into_response();
         }
+    };
+    let slot = match client.map(|ip| shared.admission.hold(ip)).transpose() {
+        Ok(slot) => slot,
+        Err(refused) => {
+            shared.refusals.refused(T, refused.reason(), client);
+            return too_many(refused);
+        }
+    };
+    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+        shared.refusals.refused(T, "max_connections", client);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let tasks = shared.tasks.clone();
     upgrade.on_upgrade(move |socket| {
@@ -282,7 +349,7 @@ async fn websocket(
         };
         tasks.track_future(async move {
             session::serve(shared, incoming, outgoing, kind).await;
-            drop(permit);
+            drop((permit, slot));
         })
     })
 }

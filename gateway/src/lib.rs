@@ -1,5 +1,7 @@
 //! The Pantheon signaling gateway.
 //!
+//! - [`admission`]: per-client-address connection limits, trusted proxies
+//!   (`X-Forwarded-For`, PROXY protocol), and the refusal log.
 //! - [`config`]: every setting, from flags and environment, validated at
 //!   start-up ([`Config`]).
 //! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
@@ -19,6 +21,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging setup.
 
+pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod config;

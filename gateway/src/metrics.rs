@@ -50,6 +50,12 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabel {
+    transport: Transport,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -128,7 +134,7 @@ pub struct Metrics {
     /// recipients.
     pub relay_latency: Histogram,
     /// Connections refused before the session started.
-    refused: Family<ReasonLabel, Counter>,
+    refused: Family<RefusedLabel, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
     /// Messages received from other instances.
     pub cross_instance: Counter,
@@ -269,10 +275,10 @@ impl Metrics {
             "Time from receiving a signal or broadcast to queueing it for its recipients",
             relay_latency.clone(),
         );
-        let refused = Family::<ReasonLabel, Counter>::default();
+        let refused = Family::<RefusedLabel, Counter>::default();
         registry.register(
             "connections_refused",
-            "Connection attempts refused before a session started, by reason",
+            "Connection attempts refused before a session started, by transport and reason",
             refused.clone(),
         );
         let auth_failures = Family::<ReasonLabel, Counter>::default();
@@ -528,14 +534,29 @@ impl Metrics {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Connections closed so far with this reason.
+    pub fn closed_count(&self, reason: &'static str) -> u64 {
+        self.closes.get_or_create(&ReasonLabel { reason }).get()
+    }
+
     /// Counts a resume attempt.
     pub fn resume(&self, result: &'static str) {
         self.resumes.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// Counts a refused connection.
-    pub fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    /// Counts a refused connection (see `admission::RefusalLog`, which
+    /// also logs it).
+    pub fn refused(&self, transport: Transport, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabel { transport, reason })
+            .inc();
+    }
+
+    /// Refused connections so far with this transport and reason.
+    pub fn refused_count(&self, transport: Transport, reason: &'static str) -> u64 {
+        self.refused
+            .get_or_create(&RefusedLabel { transport, reason })
+            .get()
     }
 
     /// Counts a refusal by authentication: a `hello` or `/turn-token` token

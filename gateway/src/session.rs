@@ -131,6 +131,7 @@ fn close_label(code: CloseCode) -> &'static str {
         CloseCode::Normal => "normal",
         CloseCode::GoingAway | CloseCode::Restart => "going_away",
         CloseCode::TooLarge => "too_large",
+        CloseCode::InvalidPayload => "invalid_payload",
         CloseCode::HelloTimeout => "hello_timeout",
         CloseCode::UnsupportedVersion => "unsupported_version",
         CloseCode::Unauthorized => "unauthorized",
@@ -226,6 +227,7 @@ impl Session {
                         },
                         Some(Inbound::Alive) => {}
                         Some(Inbound::TooLarge) => return self.close(CloseCode::TooLarge),
+                        Some(Inbound::NotUtf8) => return self.close(CloseCode::InvalidPayload),
                         Some(Inbound::Closed { goodbye: true }) => return End::Goodbye,
                         Some(Inbound::Closed { goodbye: false }) | None => return End::Lost,
                     }
@@ -260,6 +262,7 @@ impl Session {
                 Ok(Some(Inbound::Alive)) => continue,
                 Ok(Some(Inbound::Text(text))) => break text,
                 Ok(Some(Inbound::TooLarge)) => return Err(self.close(CloseCode::TooLarge)),
+                Ok(Some(Inbound::NotUtf8)) => return Err(self.close(CloseCode::InvalidPayload)),
                 Ok(Some(Inbound::Binary)) => return Err(self.close(CloseCode::HelloTimeout)),
                 Ok(Some(Inbound::Closed { goodbye: true })) => return Err(End::Goodbye),
                 Ok(Some(Inbound::Closed { goodbye: false }) | None) => return Err(End::Lost),

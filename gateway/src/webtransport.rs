@@ -11,11 +11,16 @@
 //!
 //! Refusals answer the CONNECT with an HTTP status: 404 for another path, 400
 //! for a `v` query parameter other than `1`, 403 for an `Origin` outside
-//! `ALLOWED_ORIGINS`, 503 while draining. Over `MAX_CONNECTIONS` the QUIC
-//! connection itself is refused, before its handshake.
+//! `ALLOWED_ORIGINS`, 429 over `CONN_RATE_PER_IP` or
+//! `MAX_CONNECTIONS_PER_IP` (web-transport-quinn answers a status only, so
+//! there is no `Retry-After`), 503 while draining. Over `MAX_CONNECTIONS`
+//! the QUIC connection itself is refused, before its handshake. The client
+//! address is the UDP peer's (QUIC carries no PROXY header), or the
+//! CONNECT's `X-Forwarded-For` when that peer is a trusted proxy.
 
 mod control;
 
+use crate::admission::Refused;
 use crate::config::Config;
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -135,6 +140,8 @@ fn keep_alive(interval: Duration, idle: Duration) -> Duration {
     interval.min(client_idle / 2)
 }
 
+const T: Transport = Transport::webtransport;
+
 /// Accepts WebTransport sessions until `stop` is cancelled, then refuses new
 /// connections and waits (boundedly) for the sessions' close frames to go
 /// out.
@@ -149,7 +156,8 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, stop: CancellationTo
             },
         };
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            shared.metrics.refused("max_connections");
+            let peer = incoming.remote_address().ip().to_canonical();
+            shared.refusals.refused(T, "max_connections", Some(peer));
             incoming.refuse();
             continue;
         };
@@ -171,10 +179,20 @@ struct Refusal {
     reason: &'static str,
 }
 
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: r.reason(),
+        }
+    }
+}
+
 /// Completes the QUIC and HTTP/3 handshakes, vets the CONNECT, and serves the
 /// session. Holds `permit` for as long as the connection lives.
 async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
     let limit = shared.config.http_header_timeout;
+    let peer = incoming.remote_address().ip().to_canonical();
     let handshake = async {
         let conn = incoming.await.map_err(|e| e.to_string())?;
         web_transport_quinn::Request::accept(conn)
@@ -185,33 +203,46 @@ async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSema
         Ok(Ok(request)) => request,
         Ok(Err(error)) => {
             tracing::debug!(%error, "WebTransport handshake failed");
-            shared.metrics.refused("handshake");
+            shared.refusals.refused(T, "handshake", Some(peer));
             return;
         }
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared.refusals.refused(T, "handshake_timeout", Some(peer));
             return;
         }
     };
-    if let Err(refusal) = vet(&request, &shared) {
-        shared.metrics.refused(refusal.reason);
-        let conn = request.conn().clone();
-        let _ = tokio::time::timeout(limit, request.reject(refusal.status)).await;
-        // The client closes once it has the answer; closing first could
-        // discard the answer.
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
-        conn.close(0u32.into(), refusal.reason.as_bytes());
-        return;
-    }
+    let client = shared.admission.client_ip(peer, &request.headers);
+    // Every attempt counts against the rate, whatever becomes of it.
+    let verdict = shared
+        .admission
+        .attempt(client)
+        .map_err(Refusal::from)
+        .and_then(|()| vet(&request, &shared))
+        .and_then(|()| shared.admission.hold(client).map_err(Refusal::from));
+    let slot = match verdict {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            shared.refusals.refused(T, refusal.reason, Some(client));
+            let conn = request.conn().clone();
+            let _ = tokio::time::timeout(limit, request.reject(refusal.status)).await;
+            // The client closes once it has the answer; closing first could
+            // discard the answer.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+            conn.close(0u32.into(), refusal.reason.as_bytes());
+            return;
+        }
+    };
     let session = match tokio::time::timeout(limit, request.ok()).await {
         Ok(Ok(session)) => session,
         Ok(Err(error)) => {
             tracing::debug!(%error, "WebTransport CONNECT response failed");
-            shared.metrics.refused("handshake");
+            shared.refusals.refused(T, "handshake", Some(client));
             return;
         }
         Err(_) => {
-            shared.metrics.refused("handshake_timeout");
+            shared
+                .refusals
+                .refused(T, "handshake_timeout", Some(client));
             return;
         }
     };
@@ -222,7 +253,7 @@ async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSema
         keepalive: false,
     };
     session::serve(shared, incoming, outgoing, kind).await;
-    drop(permit);
+    drop((permit, slot));
 }
 
 fn vet(request: &ConnectRequest, shared: &Shared) -> Result<(), Refusal> {

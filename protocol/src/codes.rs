@@ -82,6 +82,10 @@ pub enum CloseCode {
     Normal = 1000,
     /// The server is going away (drain) or the page is unloading.
     GoingAway = 1001,
+    /// A WebSocket text frame that is not UTF-8 (RFC 6455 §8.1 requires
+    /// failing the connection; WebTransport answers such a line with
+    /// `bad_request` instead).
+    InvalidPayload = 1007,
     /// A frame or line over 4 × `max_message_bytes`.
     TooLarge = 1009,
     /// The server is restarting.
@@ -111,6 +115,7 @@ impl CloseCode {
         match self {
             Self::Normal => "normal",
             Self::GoingAway => "going away",
+            Self::InvalidPayload => "text frame is not UTF-8",
             Self::TooLarge => "message too large",
             Self::Restart => "restarting",
             Self::HelloTimeout => "hello expected",
@@ -127,6 +132,7 @@ impl CloseCode {
         Some(match code {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
+            1007 => Self::InvalidPayload,
             1009 => Self::TooLarge,
             1012 => Self::Restart,
             4001 => Self::HelloTimeout,

@@ -18,6 +18,9 @@ pub enum Inbound {
     /// A frame or line over 4 × `max_message_bytes` started: the transport
     /// stops reading; the session closes with 1009.
     TooLarge,
+    /// A WebSocket text frame that is not UTF-8: the transport stops
+    /// reading; the session closes with 1007.
+    NotUtf8,
     /// The client closed the connection. `goodbye` is true for a normal close
     /// (WebSocket 1000, WebTransport code 0), which ends the session at once;
     /// anything else starts the resume grace window.

@@ -5,6 +5,7 @@
 //! default) and converted here, so that one run reports every bad variable at
 //! once instead of stopping at the first.
 
+pub mod admission;
 pub mod auth;
 pub mod redis;
 
@@ -113,6 +114,9 @@ pub struct Args {
     /// Authentication and ICE servers.
     #[command(flatten)]
     pub auth: auth::AuthArgs,
+    /// Per-client-address limits and trusted proxies.
+    #[command(flatten)]
+    pub admission: admission::AdmissionArgs,
 }
 
 /// Log output format.
@@ -172,6 +176,8 @@ pub struct Config {
     pub auth: auth::Auth,
     /// STUN/TURN servers for `welcome.ice_servers` and `/turn-token`.
     pub ice: auth::Ice,
+    /// Per-client-address limits and trusted proxies.
+    pub admission: admission::Admission,
 }
 
 /// PEM files for TLS (`TLS_CERT`, `TLS_KEY`).
@@ -399,6 +405,7 @@ impl Config {
         let redis = redis::parse(&a.redis, &mut c.problems);
         let auth = auth::parse_auth(&a.auth, &mut c.problems);
         let ice = auth::parse_ice(&a.auth, &mut c.problems);
+        let admission = admission::parse(&a.admission, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -427,6 +434,7 @@ impl Config {
             redis,
             auth,
             ice,
+            admission,
         })
     }
 
@@ -476,6 +484,7 @@ fn defaults_only(a: Args) -> Args {
         log_format: d("text"),
         redis: redis::RedisArgs::default(),
         auth: auth::AuthArgs::defaults(),
+        admission: admission::AdmissionArgs::default(),
     }
 }
 

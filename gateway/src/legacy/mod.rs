@@ -72,7 +72,7 @@ impl fmt::Display for Refused {
 /// the session has welcomed it.
 async fn admit(shared: Arc<Shared>, socket: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     let refuse = |label: &'static str, why: &str| {
-        shared.metrics.refused(label);
+        shared.metrics.refused(Transport::socketio, label);
         Err(Refused(why.to_owned()))
     };
     if shared.is_draining() {

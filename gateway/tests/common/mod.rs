@@ -39,6 +39,8 @@ pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>
 pub struct TestGateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where WebTransport listens (UDP), when started with it.
+    pub wt: Option<SocketAddr>,
     /// Its shared state (hub, metrics, ...).
     pub shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
@@ -54,11 +56,37 @@ impl TestGateway {
 
     /// A gateway whose config `adjust` changed first.
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::build(adjust, false).await
+    }
+
+    /// A gateway serving WebTransport too (self-signed certificate; connect
+    /// with [`Options::insecure`]).
+    pub async fn with_webtransport(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::build(adjust, true).await
+    }
+
+    async fn build(adjust: impl FnOnce(&mut Config), webtransport: bool) -> Self {
         let mut cfg = Config::for_tests(0);
         adjust(&mut cfg);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let gw = Gateway::new(cfg);
+        let mut wt = None;
+        let gw = if webtransport {
+            let certs = Arc::new(
+                pantheon_certs::Store::new(pantheon_certs::Source::self_signed_local())
+                    .expect("dev cert"),
+            );
+            let listener = pantheon_gateway::webtransport::Listener::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                &certs,
+                &cfg,
+            )
+            .expect("bind WebTransport");
+            wt = Some(listener.local_addr().unwrap());
+            Gateway::builder(cfg).webtransport(certs, listener).build()
+        } else {
+            Gateway::new(cfg)
+        };
         let shared = gw.shared().clone();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let join_handle = tokio::spawn(gw.run(listener, async move {
@@ -66,6 +94,7 @@ impl TestGateway {
         }));
         Self {
             addr,
+            wt,
             shared,
             stop: Some(stop),
             join_handle,
@@ -75,6 +104,21 @@ impl TestGateway {
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The WebTransport URL (started [`Self::with_webtransport`]).
+    pub fn wt_url(&self) -> String {
+        let wt = self.wt.expect("started without WebTransport");
+        format!("https://{wt}/wt")
+    }
+
+    /// Refused connections counted for `transport` and `reason`.
+    pub fn refused(
+        &self,
+        transport: pantheon_gateway::metrics::Transport,
+        reason: &'static str,
+    ) -> u64 {
+        self.shared.metrics.refused_count(transport, reason)
     }
 
     /// A welcomed client with default options.
@@ -410,7 +454,17 @@ pub enum BareFrame {
 impl BareSocket {
     /// Upgrades `GET /ws` (no subprotocol offered).
     pub async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        Self::connect_with_receive_buffer(addr, None).await
+    }
+
+    /// [`Self::connect`] with a small kernel receive buffer, for a client
+    /// that stops reading and must be seen to stop soon.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, rcvbuf: Option<u32>) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let mut stream = socket.connect(addr).await.expect("connect");
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -446,6 +500,11 @@ impl BareSocket {
         frame.extend_from_slice(&[0, 0, 0, 0]);
         frame.extend_from_slice(text.as_bytes());
         self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Sends bytes as they are (a frame, part of one, anything).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 
     /// Sends a close frame, with a status code or (as a browser's plain
