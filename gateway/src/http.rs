@@ -1,8 +1,9 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics`, the WebSocket upgrade
-//! at `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
-//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
-//! timeout so a slow or silent client cannot hold a connection open before
-//! its request has arrived.
+//! at `/ws`, `/webtransport/cert-hash`, the legacy Socket.IO endpoint
+//! `/socket.io/` ([`crate::legacy`]), and the demo page (`/`) and SDK bundle
+//! (`/sdk/pantheon.js`) from the `assets` module, served by hyper with a
+//! header-read timeout so a slow or silent client cannot hold a connection
+//! open before its request has arrived.
 
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -42,6 +43,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/webtransport/cert-hash", get(cert_hash))
+        .merge(crate::assets::routes())
         .layer(crate::legacy::layer(&shared))
         .layer(cors)
         .with_state(shared)

@@ -714,13 +714,28 @@ var PeerLink = class {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.chain = Promise.resolve();
+    this.early = [];
+    this.offering = Promise.resolve();
+    this.answering = false;
     this.polite = o.polite ?? client.peer > remote;
     this.pc = o.pc ?? new RTCPeerConnection({ iceServers: client.iceServers, ...o.config });
     const pc = this.pc;
     pc.onnegotiationneeded = async () => {
+      if (this.answering || pc.signalingState !== "stable") return;
+      if (this.polite && !pc.remoteDescription) {
+        await new Promise((r) => setTimeout(r, firstOfferDelayMs));
+        if (this.answering || pc.remoteDescription || pc.signalingState !== "stable") return;
+      }
       try {
         this.makingOffer = true;
-        await pc.setLocalDescription();
+        const offer = pc.setLocalDescription();
+        this.offering = offer.then(
+          () => {
+          },
+          () => {
+          }
+        );
+        await offer;
         await this.send({ description: describe(pc.localDescription) });
       } catch (e) {
         this.error = e;
@@ -734,6 +749,13 @@ var PeerLink = class {
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === "failed") pc.restartIce();
     };
+    pc.addEventListener("signalingstatechange", () => {
+      clearTimeout(this.watchdog);
+      if (pc.signalingState !== "stable" || this.polite) return;
+      this.watchdog = setTimeout(() => {
+        if (pc.signalingState === "stable" && pc.iceConnectionState === "new" && pc.remoteDescription) pc.restartIce();
+      }, stallMs);
+    });
     this.off = client.on("signal", (s) => {
       if (s.room !== room || s.from !== remote) return;
       this.chain = this.chain.then(() => this.onSignal(s.data)).catch((e) => {
@@ -752,12 +774,17 @@ var PeerLink = class {
       const collision = description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
       this.ignoreOffer = !this.polite && collision;
       if (this.ignoreOffer) return;
-      await pc.setRemoteDescription(description);
-      if (description.type === "offer") {
-        await pc.setLocalDescription();
-        await this.send({ description: describe(pc.localDescription) });
+      this.answering = description.type === "offer";
+      try {
+        await this.accept(description, collision);
+      } finally {
+        this.answering = false;
       }
     } else if (candidate) {
+      if (!pc.remoteDescription) {
+        if (!this.ignoreOffer) this.early.push(candidate);
+        return;
+      }
       try {
         await pc.addIceCandidate(candidate);
       } catch (e) {
@@ -765,12 +792,29 @@ var PeerLink = class {
       }
     }
   }
+  async accept(description, collision) {
+    const pc = this.pc;
+    if (collision) {
+      await this.offering;
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+    }
+    await pc.setRemoteDescription(description);
+    for (const c of this.early.splice(0)) await pc.addIceCandidate(c).catch(() => {
+    });
+    if (description.type === "offer") {
+      await pc.setLocalDescription();
+      await this.send({ description: describe(pc.localDescription) });
+    }
+  }
   /** Stops listening and closes the RTCPeerConnection. */
   close() {
+    clearTimeout(this.watchdog);
     this.off();
     this.pc.close();
   }
 };
+var stallMs = 3e3;
+var firstOfferDelayMs = 500;
 function describe(d) {
   return d ? { type: d.type, sdp: d.sdp } : null;
 }

@@ -22,10 +22,15 @@ export declare class PeerLink {
     private makingOffer;
     private ignoreOffer;
     private chain;
+    private early;
+    private offering;
+    private answering;
+    private watchdog;
     private readonly off;
     constructor(client: Client, room: string, remote: string, o?: PeerLinkOptions);
     private send;
     private onSignal;
+    private accept;
     /** Stops listening and closes the RTCPeerConnection. */
     close(): void;
 }
