@@ -121,7 +121,9 @@ export async function startGateway(env = {}) {
     async stop() {
       if (!exited) {
         child.kill('SIGTERM');
-        const r = await Promise.race([exitPromise, sleep(10_000).then(() => null)]);
+        let timer;
+        const r = await Promise.race([exitPromise, new Promise((ok) => { timer = setTimeout(ok, 10_000, null); })]);
+        clearTimeout(timer); // a pending timer would keep the test process alive
         if (!r) {
           child.kill('SIGKILL');
           await exitPromise;

@@ -1,7 +1,8 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics` (unless `METRICS_ADDR`
 //! moves it to a listener of its own), `/turn-token`, the WebSocket upgrade
-//! at `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
-//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
+//! at `/ws`, `/webtransport/cert-hash`, the legacy Socket.IO endpoint `/socket.io/`
+//! ([`crate::legacy`]), and the demo page (`/`) and SDK bundle
+//! (`/sdk/pantheon.js`) from the `assets` module, served by hyper with a header-read
 //! timeout so a slow or silent client cannot hold a connection open before
 //! its request has arrived.
 //!
@@ -62,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ws", get(websocket))
         .route("/turn-token", post(turn_token))
         .route("/webtransport/cert-hash", get(cert_hash))
+        .merge(crate::assets::routes())
         .layer(crate::legacy::layer(&shared))
         .layer(cors)
         .with_state(shared)

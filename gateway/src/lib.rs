@@ -7,6 +7,8 @@
 //! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
 //! - [`http`]: `/health`, `/ready`, `/metrics`, `/webtransport/cert-hash`,
 //!   and the WebSocket upgrade.
+//! - `assets`: the demo page (`/`) and the SDK bundle (`/sdk/pantheon.js`),
+//!   compiled in from `sdk/`.
 //! - [`webtransport`]: the QUIC listener ([`webtransport::Listener`]) that
 //!   feeds WebTransport sessions to the same session loop.
 //! - [`legacy`]: `/socket.io/`, the old server's Socket.IO clients as one
@@ -23,6 +25,7 @@
 
 pub mod admission;
 pub mod auth;
+mod assets;
 pub mod bus;
 pub mod config;
 pub mod gateway;

@@ -1,0 +1,47 @@
+// A redis-server with no persistence on a free loopback port, for tests that
+// run several gateways as one system.
+import { spawn } from 'node:child_process';
+import { createConnection } from 'node:net';
+import { freePort } from './gateway.js';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function pingRedis(port) {
+  return new Promise((ok) => {
+    const s = createConnection({ host: '127.0.0.1', port }, () => s.write('PING\r\n'));
+    s.setTimeout(500, () => { s.destroy(); ok(false); });
+    s.on('data', (d) => { s.destroy(); ok(d.toString().startsWith('+PONG')); });
+    s.on('error', () => ok(false));
+  });
+}
+
+/** Starts `redis-server`; resolves once it answers PING. */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  let exited = false;
+  const exit = new Promise((r) => child.once('exit', () => { exited = true; r(); }));
+  process.on('exit', () => { if (!exited) child.kill('SIGKILL'); });
+  const deadline = Date.now() + 10_000;
+  while (!(await pingRedis(port))) {
+    if (exited || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`redis-server did not start:\n${out.slice(-2000)}`);
+    }
+    await sleep(50);
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (!exited) child.kill('SIGTERM');
+      await Promise.race([exit, sleep(5000)]);
+      if (!exited) child.kill('SIGKILL');
+    },
+  };
+}
