@@ -163,6 +163,7 @@ impl Gateway {
                 let settings = RedisSettings {
                     connection: r.connection.clone(),
                     cluster_nodes: r.cluster_nodes.clone(),
+                    sentinel: r.sentinel.clone(),
                     tls: r.tls.clone(),
                     prefix: r.prefix.clone(),
                     pool_size: r.pool_size,

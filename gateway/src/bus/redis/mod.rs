@@ -23,6 +23,7 @@ mod heartbeat;
 mod outbox;
 mod pubsub;
 mod routing;
+mod sentinel;
 
 use super::wire::{self, Wire};
 use super::{
@@ -47,7 +48,10 @@ use tokio_util::sync::CancellationToken;
 use conn::{Commands, Conn, exec};
 use heartbeat::heartbeat;
 use outbox::{Op, outbox};
-use pubsub::{ClusterSource, Source, SubCmd, cluster_subscriber, reassert, snapshot, subscriber};
+use pubsub::{
+    ClusterSource, PubSubFrom, Source, SubCmd, cluster_subscriber, reassert, snapshot, subscriber,
+};
+use sentinel::Primary;
 
 /// How long a pipeline may take before its requests fail with `internal`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,6 +76,8 @@ pub struct Settings {
     /// Redis Cluster seed nodes (`host:port`); when set, `connection`
     /// supplies only credentials and TLS.
     pub cluster_nodes: Option<Vec<String>>,
+    /// Sentinel mode; `connection` then supplies only credentials and TLS.
+    pub sentinel: Option<Sentinel>,
     /// Root certificate and client identity for TLS.
     pub tls: Option<redis::TlsCertificates>,
     /// Key prefix.
@@ -88,6 +94,27 @@ pub struct Settings {
     pub resume_grace: Duration,
     /// Messages kept per session.
     pub resume_buffer: usize,
+}
+
+/// Where the sentinels are and what they call the primary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    /// The sentinels (`host:port`).
+    pub nodes: Vec<String>,
+    /// The name they monitor the primary under.
+    pub master: String,
+    /// The sentinels' own password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinel")
+            .field("nodes", &self.nodes)
+            .field("master", &self.master)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Redis could not be set up.
@@ -226,8 +253,16 @@ impl Redis {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), SetupError> {
-        let (commands, publish, source) = match &s.cluster_nodes {
-            None => {
+        let (commands, publish, source) = match (&s.cluster_nodes, &s.sentinel) {
+            (None, Some(sentinel)) => {
+                let primary = Arc::new(Primary::new(&s, sentinel, metrics.clone())?);
+                (
+                    Commands::Sentinel(primary.clone()),
+                    "PUBLISH",
+                    Source::Single(PubSubFrom::Sentinel(primary)),
+                )
+            }
+            (None, None) => {
                 let client = match &s.tls {
                     Some(certs) => {
                         redis::Client::build_with_tls(s.connection.clone(), certs.clone())?
@@ -247,10 +282,10 @@ impl Redis {
                 (
                     Commands::Single(pool),
                     "PUBLISH",
-                    Source::Single(Box::new(client)),
+                    Source::Single(PubSubFrom::Client(Box::new(client))),
                 )
             }
-            Some(nodes) => {
+            (Some(nodes), _) => {
                 let (push_tx, push_rx) = mpsc::unbounded_channel();
                 let tls = matches!(s.connection.addr(), redis::ConnectionAddr::TcpTls { .. });
                 let scheme = if tls { "rediss" } else { "redis" };
@@ -311,8 +346,8 @@ impl Redis {
         });
         tokio::spawn(outbox(inner.clone(), outbox_rx, stop.clone()));
         match source {
-            Source::Single(client) => {
-                tokio::spawn(subscriber(inner.clone(), *client, subs_rx, stop.clone()));
+            Source::Single(from) => {
+                tokio::spawn(subscriber(inner.clone(), from, subs_rx, stop.clone()));
             }
             Source::Cluster(c) => {
                 let ClusterSource {
@@ -336,6 +371,14 @@ impl Redis {
 }
 
 impl Inner {
+    /// A batch of commands failed: in Sentinel mode, look the primary up
+    /// again before the next one (it may have moved).
+    fn commands_failed(&self) {
+        if let Commands::Sentinel(p) = &self.commands {
+            p.forget();
+        }
+    }
+
     fn queue(&self, op: Op) -> Result<(), RouteError> {
         self.outbox
             .try_send(op)
@@ -520,6 +563,7 @@ impl Inner {
     async fn conn(&self) -> Result<Conn, RouteError> {
         match &self.commands {
             Commands::Single(pool) => pool.get().await.map(Conn::Single).map_err(unavailable),
+            Commands::Sentinel(p) => p.conn().await.map(Conn::Sentinel).map_err(unavailable),
             Commands::Cluster(c) => {
                 c.get().cloned().map(Conn::Cluster).ok_or_else(|| {
                     RouteError::Unavailable("redis cluster not connected yet".into())

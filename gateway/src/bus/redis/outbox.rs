@@ -39,6 +39,7 @@ pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: 
         let ok = matches!(result, Ok(true));
         if !ok {
             held = None;
+            inner.commands_failed();
         }
         inner.commands_ok.store(ok, Ordering::Relaxed);
         inner
@@ -118,6 +119,20 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
             return false;
         }
     };
+    if replies
+        .iter()
+        .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
+    {
+        // A primary demoted to a replica while this connection stayed
+        // open: a failover this instance has not followed yet.
+        inner.metrics.redis_errors.inc();
+        tracing::warn!("redis answered READONLY: the primary was demoted; looking it up again");
+        fail(
+            batch,
+            RouteError::Unavailable("redis primary is now a replica".into()),
+        );
+        return false;
+    }
     let mut replies = replies.into_iter();
     for (op, n) in batch.drain(..).zip(counts) {
         let mine: Vec<Value> = replies.by_ref().take(n).collect();
