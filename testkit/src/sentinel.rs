@@ -208,6 +208,53 @@ impl Sentinels {
         c.must(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]).await;
     }
 
+    /// Moves the primary role to a replica behind the clients' backs: the
+    /// replica is promoted and the old primary made its replica with
+    /// `REPLICAOF` sent to the nodes directly, and every sentinel is
+    /// re-pointed at the new primary. Unlike a Sentinel failover, nobody
+    /// kills the clients' connections to the old primary: they stay open,
+    /// to a replica now, and writes on them fail with `READONLY`.
+    pub async fn demote_behind_clients_backs(&mut self) -> u16 {
+        let old = self.primary_port().await.expect("a primary");
+        let new = self
+            .nodes
+            .iter()
+            .map(Redis::port)
+            .find(|p| *p != old)
+            .expect("a replica");
+        let node = |port: u16| self.nodes.iter().find(|n| n.port() == port).unwrap();
+        node(new).cmd(&["REPLICAOF", "NO", "ONE"]).await;
+        node(old)
+            .cmd(&["REPLICAOF", "127.0.0.1", &new.to_string()])
+            .await;
+        let quorum = (self.sentinels.len() / 2 + 1).to_string();
+        for s in &self.sentinels {
+            let mut c = Conn::connect(s.addr()).await.expect("sentinel");
+            let m = SENTINEL_MASTER;
+            let down = c
+                .cmd(&["SENTINEL", "MASTER", m])
+                .await
+                .ok()
+                .and_then(|v| {
+                    let items = v.items();
+                    items
+                        .iter()
+                        .position(|x| x.text().as_deref() == Some("down-after-milliseconds"))
+                        .and_then(|i| items.get(i + 1).and_then(Value::text))
+                })
+                .unwrap_or_else(|| "1000".into());
+            c.must(&["SENTINEL", "REMOVE", m]).await;
+            c.must(&["SENTINEL", "MONITOR", m, "127.0.0.1", &new.to_string(), &quorum])
+                .await;
+            c.must(&["SENTINEL", "SET", m, "down-after-milliseconds", &down])
+                .await;
+            if let Some(pw) = &self.password {
+                c.must(&["SENTINEL", "SET", m, "auth-pass", pw]).await;
+            }
+        }
+        new
+    }
+
     /// Waits until every sentinel names a primary other than `old` that
     /// says it is one (`ROLE`); answers its port.
     pub async fn wait_promoted(&mut self, old: u16, limit: Duration) -> u16 {

@@ -115,6 +115,9 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
         Ok(r) => r,
         Err(e) => {
             inner.metrics.redis_errors.inc();
+            if e.code() == Some("READONLY") {
+                demoted();
+            }
             fail(batch, unavailable(e));
             return false;
         }
@@ -123,10 +126,8 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
         .iter()
         .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
     {
-        // A primary demoted to a replica while this connection stayed
-        // open: a failover this instance has not followed yet.
         inner.metrics.redis_errors.inc();
-        tracing::warn!("redis answered READONLY: the primary was demoted; looking it up again");
+        demoted();
         fail(
             batch,
             RouteError::Unavailable("redis primary is now a replica".into()),
@@ -170,6 +171,13 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
         }
     }
     true
+}
+
+/// A write reached a primary demoted to a replica while this connection
+/// stayed open: a failover this instance has not followed yet. Failing the
+/// batch makes the next one look the primary up again.
+fn demoted() {
+    tracing::warn!("redis answered READONLY: the primary was demoted; looking it up again");
 }
 
 /// Nobody listens on the recipient's instance channel: the instance is gone
