@@ -1,9 +1,9 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics` (unless `METRICS_ADDR`
-//! moves it to a listener of its own), the WebSocket upgrade at `/ws`,
-//! `/webtransport/cert-hash` and the legacy Socket.IO endpoint `/socket.io/`
-//! ([`crate::legacy`]), served by hyper with a header-read timeout so a slow
-//! or silent client cannot hold a connection open before its request has
-//! arrived.
+//! moves it to a listener of its own), `/regions`, the WebSocket upgrade at
+//! `/ws`, `/webtransport/cert-hash` and the legacy Socket.IO endpoint
+//! `/socket.io/` ([`crate::legacy`]), served by hyper with a header-read
+//! timeout so a slow or silent client cannot hold a connection open before
+//! its request has arrived.
 
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -39,7 +39,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         });
     let router = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready));
+        .route("/ready", get(ready))
+        .route("/regions", get(regions));
     let router = match shared.config.metrics_addr {
         None => router.route("/metrics", get(metrics)),
         Some(_) => router,
@@ -153,6 +154,16 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
         "redis": shared.hub.bus().health().as_str(),
     });
     axum::Json(body).into_response()
+}
+
+/// The regions of the deployment and where clients reach each
+/// (docs/protocol.md).
+async fn regions(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({
+        "self": shared.config.region,
+        "regions": shared.regions(),
+    }))
+    .into_response()
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {

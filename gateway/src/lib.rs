@@ -3,8 +3,10 @@
 //! - [`config`]: every setting, from flags and environment, validated at
 //!   start-up ([`Config`]).
 //! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
-//! - [`http`]: `/health`, `/ready`, `/metrics`, `/webtransport/cert-hash`,
-//!   and the WebSocket upgrade.
+//! - [`http`]: `/health`, `/ready`, `/metrics`, `/regions`,
+//!   `/webtransport/cert-hash`, and the WebSocket upgrade.
+//! - [`regions`]: the deployment's regions and their public URLs, from the
+//!   instance directory.
 //! - [`webtransport`]: the QUIC listener ([`webtransport::Listener`]) that
 //!   feeds WebTransport sessions to the same session loop.
 //! - [`legacy`]: `/socket.io/`, the old server's Socket.IO clients as one
@@ -26,6 +28,7 @@ pub mod legacy;
 pub mod limit;
 pub mod metrics;
 pub mod peer;
+pub mod regions;
 pub mod session;
 pub mod telemetry;
 pub mod webtransport;

@@ -572,6 +572,7 @@ impl Shared {
             heartbeat_ms: cfg.ping_interval.as_millis() as u64,
             limits: cfg.limits,
             ice_servers: None,
+            regions: Some(self.regions()).filter(|r| crate::regions::worth_announcing(r)),
         }))
     }
 }

@@ -53,6 +53,15 @@ pub struct Args {
     /// This instance's region.
     #[arg(long, env = "SERVER_REGION", default_value = "local")]
     pub server_region: String,
+    /// The WebSocket URL clients reach this instance's region at
+    /// (`wss://eu.example.org/ws`), announced in GET /regions and
+    /// `welcome.regions`.
+    #[arg(long, env = "PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
+    /// The WebTransport URL clients reach this region at
+    /// (`https://eu.example.org:4433/wt`).
+    #[arg(long, env = "PUBLIC_WT_URL")]
+    pub public_wt_url: Option<String>,
     /// Largest message a client may send, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "65536")]
     pub max_message_bytes: String,
@@ -136,6 +145,10 @@ pub struct Config {
     pub server_id: String,
     /// Region.
     pub region: String,
+    /// Public WebSocket URL of this region.
+    pub public_ws_url: Option<String>,
+    /// Public WebTransport URL of this region.
+    pub public_wt_url: Option<String>,
     /// Per-session limits, as announced in `welcome`.
     pub limits: Limits,
     /// Connection cap.
@@ -239,6 +252,38 @@ impl Checker {
         Duration::from_millis(self.number(name, value, min, max))
     }
 
+    /// An absolute URL with one of `schemes` and a host; empty is unset.
+    fn public_url(
+        &mut self,
+        name: &str,
+        value: &str,
+        schemes: &[&str],
+        example: &str,
+    ) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        match url::Url::parse(value) {
+            Ok(u)
+                if schemes.contains(&u.scheme())
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Some(value.to_owned())
+            }
+            _ => {
+                self.problems.push(format!(
+                    "{name}: {value:?} is not a {} URL like {example}",
+                    schemes.join(" or ")
+                ));
+                None
+            }
+        }
+    }
+
     fn problem(&mut self, msg: String) {
         self.problems.push(msg);
     }
@@ -317,6 +362,12 @@ impl Config {
                 "SERVER_REGION: {region:?} must be 1-64 characters without control characters"
             ));
         }
+        let public_ws_url = a.public_ws_url.as_deref().and_then(|u| {
+            c.public_url("PUBLIC_WS_URL", u, &["ws", "wss"], "wss://eu.example.org/ws")
+        });
+        let public_wt_url = a.public_wt_url.as_deref().and_then(|u| {
+            c.public_url("PUBLIC_WT_URL", u, &["https"], "https://eu.example.org/wt")
+        });
         let limits = Limits {
             max_message_bytes: c.number("MAX_MESSAGE_BYTES", &a.max_message_bytes, 1024, 16 << 20),
             max_rooms: c.number("MAX_ROOMS", &a.max_rooms, 1, 100_000),
@@ -401,6 +452,8 @@ impl Config {
             tls,
             server_id,
             region,
+            public_ws_url,
+            public_wt_url,
             limits,
             max_connections,
             outbound_queue,
@@ -445,6 +498,8 @@ fn defaults_only(a: Args) -> Args {
         tls_key: None,
         server_id: a.server_id,
         server_region: d("local"),
+        public_ws_url: None,
+        public_wt_url: None,
         max_message_bytes: d("65536"),
         max_rooms: d("32"),
         max_room_peers: d("64"),
@@ -517,6 +572,34 @@ mod tests {
     fn ping_timeout_must_exceed_interval() {
         let err = parse(&["--ping-interval-ms", "5000", "--ping-timeout-ms", "5000"]).unwrap_err();
         assert!(err.to_string().contains("PING_TIMEOUT_MS"));
+    }
+
+    #[test]
+    fn public_urls_are_checked() {
+        let c = parse(&[
+            "--public-ws-url",
+            "wss://eu.example.org/ws",
+            "--public-wt-url",
+            "https://eu.example.org:4433/wt",
+        ])
+        .unwrap();
+        assert_eq!(c.public_ws_url.as_deref(), Some("wss://eu.example.org/ws"));
+        assert_eq!(
+            c.public_wt_url.as_deref(),
+            Some("https://eu.example.org:4433/wt")
+        );
+        let err = parse(&[
+            "--public-ws-url",
+            "https://eu.example.org/ws",
+            "--public-wt-url",
+            "eu.example.org/wt",
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("PUBLIC_WS_URL"), "{err}");
+        assert!(err.problems[1].starts_with("PUBLIC_WT_URL"), "{err}");
+        assert!(parse(&["--public-ws-url", "ws://"]).is_err());
+        assert!(parse(&["--public-wt-url", "http://x/wt"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //!   directed messages that arrived while no instance served it.
 //! - `P:room:{R}` — members: peer → `server \n region \n meta`.
 //! - `P:srvpeers:{S}` — the sessions an instance serves (for clean-up).
+//! - `P:instances` — the instance directory: `S` → JSON `{server, region,
+//!   ws_url, wt_url}`, written by each instance's heartbeat; an entry
+//!   whose `P:srv:{S}` has expired is dead and is removed by whoever sees
+//!   it first.
 //!
 //! Channels: `P:ch:srv:{S}` (directed messages, takeovers) and
 //! `P:ch:room:{R}` (membership and broadcasts). Every key of a live session
@@ -27,7 +31,8 @@ mod sentinel;
 
 use super::wire::{self, Wire};
 use super::{
-    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Remote, RemoteMember, RouteError,
+    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Instance, Remote, RemoteMember,
+    RouteError,
 };
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -88,6 +93,10 @@ pub struct Settings {
     pub server: Arc<str>,
     /// Its region.
     pub region: Arc<str>,
+    /// Its public WebSocket URL, for the directory.
+    pub ws_url: Option<String>,
+    /// Its public WebTransport URL, for the directory.
+    pub wt_url: Option<String>,
     /// Liveness key TTL.
     pub instance_ttl: Duration,
     /// Resume grace window.
@@ -135,6 +144,9 @@ struct Keys {
 impl Keys {
     fn srv(&self, s: &str) -> String {
         format!("{}:srv:{{{s}}}", self.prefix)
+    }
+    fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
     }
     fn srvpeers(&self, s: &str) -> String {
         format!("{}:srvpeers:{{{s}}}", self.prefix)
@@ -215,6 +227,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     deliver_or_inbox: Script,
     claim_orphan: Script,
+    /// The live instances as the directory last listed them.
+    directory: Mutex<Option<Vec<Instance>>>,
     /// Death of other instances is not judged until then (after a
     /// reconnect, everyone needs a heartbeat to re-assert).
     judge_after: Mutex<Instant>,
@@ -341,6 +355,7 @@ impl Redis {
             metrics,
             deliver_or_inbox: Script::new(DELIVER_OR_INBOX),
             claim_orphan: Script::new(CLAIM_ORPHAN),
+            directory: Mutex::default(),
             judge_after: Mutex::new(Instant::now() + s.instance_ttl * 2),
             s,
         });

@@ -246,6 +246,21 @@ pub(super) fn reassert(inner: &Inner) {
         .arg("PX")
         .arg(inner.s.instance_ttl.as_millis() as u64)
         .ignore();
+    let entry = Instance {
+        server: inner.s.server.to_string(),
+        region: inner.s.region.to_string(),
+        ws_url: inner.s.ws_url.clone(),
+        wt_url: inner.s.wt_url.clone(),
+    };
+    pipe.cmd("HSET")
+        .arg(inner.keys.instances())
+        .arg(&*inner.s.server)
+        .arg(serde_json::to_string(&entry).unwrap_or_default())
+        .ignore();
+    pipe.cmd("PEXPIRE")
+        .arg(inner.keys.instances())
+        .arg(inner.long_ttl_ms())
+        .ignore();
     let local = lock(&inner.local);
     for (peer, (secret, rooms)) in &local.peers {
         inner.assert_peer(&mut pipe, peer, secret, rooms);
