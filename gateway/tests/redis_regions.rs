@@ -66,7 +66,10 @@ async fn regions_are_listed_everywhere_and_signals_cross_them() {
         .env("PUBLIC_WT_URL", US_WT)
         .spawn()
         .await;
-    assert!(proxy.connections() > 0, "the far instance bypassed the proxy");
+    assert!(
+        proxy.connections() > 0,
+        "the far instance bypassed the proxy"
+    );
 
     // Every instance lists both regions, with endpoints and counts.
     let heartbeat = INSTANCE_TTL / 3;
@@ -102,12 +105,24 @@ async fn regions_are_listed_everywhere_and_signals_cross_them() {
         .signal("x", far_peer.peer(), json!({"sdp": "offer"}))
         .await
         .unwrap();
-    expect_signal(&mut far_peer, "x", near_peer.peer(), &json!({"sdp": "offer"})).await;
+    expect_signal(
+        &mut far_peer,
+        "x",
+        near_peer.peer(),
+        &json!({"sdp": "offer"}),
+    )
+    .await;
     far_peer
         .signal("x", near_peer.peer(), json!({"sdp": "answer"}))
         .await
         .unwrap();
-    expect_signal(&mut near_peer, "x", far_peer.peer(), &json!({"sdp": "answer"})).await;
+    expect_signal(
+        &mut near_peer,
+        "x",
+        far_peer.peer(),
+        &json!({"sdp": "answer"}),
+    )
+    .await;
 
     // An instance that dies drops out of the listing once its liveness key
     // expires (INSTANCE_TTL_MS), within a heartbeat of the lister.
@@ -149,7 +164,10 @@ async fn a_standalone_instance_lists_itself_and_bad_urls_are_refused() {
         ]})
     );
     // Without public URLs, welcome has no `regions`.
-    let plain = Gateway::builder(scale::pantheon()).name("plain").spawn().await;
+    let plain = Gateway::builder(scale::pantheon())
+        .name("plain")
+        .spawn()
+        .await;
     let c = connect(&plain).await;
     assert!(c.welcome().regions.is_none());
     let c = connect(&gw).await;
@@ -163,5 +181,9 @@ async fn a_standalone_instance_lists_itself_and_bad_urls_are_refused() {
         .await
         .expect_err("bad URLs must stop the start");
     assert_eq!(bad.code, Some(64), "{}", bad.log);
-    assert!(bad.log.contains("PUBLIC_WS_URL") && bad.log.contains("PUBLIC_WT_URL"), "{}", bad.log);
+    assert!(
+        bad.log.contains("PUBLIC_WS_URL") && bad.log.contains("PUBLIC_WT_URL"),
+        "{}",
+        bad.log
+    );
 }

@@ -48,7 +48,12 @@ async fn topology() -> (Sentinels, Gateway, Gateway) {
 }
 
 /// Receives `to`'s signals in the background: (the `i` of each, when).
-fn collect(mut to: Client) -> (mpsc::UnboundedReceiver<(u64, Instant)>, tokio::task::JoinHandle<Client>) {
+fn collect(
+    mut to: Client,
+) -> (
+    mpsc::UnboundedReceiver<(u64, Instant)>,
+    tokio::task::JoinHandle<Client>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
@@ -84,9 +89,16 @@ async fn signal_loop(
     let mut i = first;
     while Instant::now() < until {
         let sent = Instant::now();
-        let r = within(WAIT, "a signal during failover", from.signal("r", to, json!({"i": i})))
-            .await
-            .map_err(|e| e.server_code().unwrap_or_else(|| panic!("transport error: {e}")));
+        let r = within(
+            WAIT,
+            "a signal during failover",
+            from.signal("r", to, json!({"i": i})),
+        )
+        .await
+        .map_err(|e| {
+            e.server_code()
+                .unwrap_or_else(|| panic!("transport error: {e}"))
+        });
         out.push((i, sent, sent.elapsed(), r));
         i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,7 +177,12 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         })
     };
     let first = before.len() as u64;
-    let sending = signal_loop(&a, &b_id, first, t0 + RECOVERY_BOUND + Duration::from_secs(2));
+    let sending = signal_loop(
+        &a,
+        &b_id,
+        first,
+        t0 + RECOVERY_BOUND + Duration::from_secs(2),
+    );
     let promoting = async {
         sentinels.wait_promoted(old, RECOVERY_BOUND).await;
         t0.elapsed()
@@ -178,7 +195,10 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         if let Err(code) = r {
             assert_eq!(*code, ErrorCode::Internal, "signal {i}");
         }
-        assert!(*took < Duration::from_millis(2500), "signal {i} took {took:?}");
+        assert!(
+            *took < Duration::from_millis(2500),
+            "signal {i} took {took:?}"
+        );
     }
     // Give deliveries in flight a moment, then match them to the sends.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -192,9 +212,15 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         got.values().all(|n| *n == 1),
         "a signal was delivered twice: {got:?}"
     );
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {order:?}"
+    );
     for (i, ..) in &before {
-        assert!(got.contains_key(i), "signal {i} before the failover was lost");
+        assert!(
+            got.contains_key(i),
+            "signal {i} before the failover was lost"
+        );
     }
     // Recovery: the first signal from which on every one was acknowledged
     // and delivered.
@@ -262,7 +288,10 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         },
     )
     .await;
-    assert!(mover.welcome().resumed, "the resume across instances failed");
+    assert!(
+        mover.welcome().resumed,
+        "the resume across instances failed"
+    );
     assert_eq!(mover.peer(), &mover_id);
     let mut after = Vec::new();
     while after.len() < 5 {

@@ -9,8 +9,8 @@
 
 use crate::codes::ErrorCode;
 use crate::message::{
-    ClientMessage, IceServer, LeaveReason, Region, PeerInfo, Request, RequestKind, Resume, ServerKind,
-    ServerMessage, Welcome,
+    ClientMessage, IceServer, LeaveReason, PeerInfo, Region, Request, RequestKind, Resume,
+    ServerKind, ServerMessage, Welcome,
 };
 use crate::types::{Data, FieldError, Limits, MAX_ID, Meta, PeerId, RoomName};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -586,7 +586,10 @@ mod tests {
         };
         let regions = w.regions.clone().unwrap();
         assert_eq!(regions.len(), 2);
-        assert_eq!(regions[0].ws_url.as_deref(), Some("wss://eu.example.org/ws"));
+        assert_eq!(
+            regions[0].ws_url.as_deref(),
+            Some("wss://eu.example.org/ws")
+        );
         assert_eq!(regions[1].ws_url, None);
         assert_eq!(regions[1].instances, 1);
         // and back, without the absent URLs

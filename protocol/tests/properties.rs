@@ -11,9 +11,10 @@
 //!   never buffers more than its limit plus the chunk just read.
 
 use pantheon_protocol::{
-    ClientMessage, Data, DecodeError, ErrorCode, FieldError, IceServer, LeaveReason, Limits, Region,
-    LineDecoder, MAX_ID, Meta, PeerId, PeerInfo, Received, Rejection, Request, Resume, RoomName,
-    ServerMessage, Welcome, decode_client, decode_server, encode_client, encode_server, with_seq,
+    ClientMessage, Data, DecodeError, ErrorCode, FieldError, IceServer, LeaveReason, Limits,
+    LineDecoder, MAX_ID, Meta, PeerId, PeerInfo, Received, Region, Rejection, Request, Resume,
+    RoomName, ServerMessage, Welcome, decode_client, decode_server, encode_client, encode_server,
+    with_seq,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;

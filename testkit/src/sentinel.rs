@@ -110,7 +110,11 @@ impl Sentinels {
                 if info.is_some_and(|i| i.contains("master_link_status:up")) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "replica {} never synced", node.port());
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {} never synced",
+                    node.port()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -152,7 +156,10 @@ impl Sentinels {
             .collect();
         let mut env = vec![
             ("REDIS_SENTINELS".to_owned(), list.join(",")),
-            ("REDIS_SENTINEL_MASTER".to_owned(), SENTINEL_MASTER.to_owned()),
+            (
+                "REDIS_SENTINEL_MASTER".to_owned(),
+                SENTINEL_MASTER.to_owned(),
+            ),
         ];
         if let Some(pw) = &self.password {
             env.push(("REDIS_PASSWORD".into(), pw.clone()));
@@ -179,7 +186,10 @@ impl Sentinels {
 
     /// The data node the sentinels call the primary.
     pub async fn primary(&mut self) -> &mut Redis {
-        let port = self.primary_port().await.expect("no sentinel names a primary");
+        let port = self
+            .primary_port()
+            .await
+            .expect("no sentinel names a primary");
         self.nodes
             .iter_mut()
             .find(|n| n.port() == port)
@@ -244,8 +254,15 @@ impl Sentinels {
                 })
                 .unwrap_or_else(|| "1000".into());
             c.must(&["SENTINEL", "REMOVE", m]).await;
-            c.must(&["SENTINEL", "MONITOR", m, "127.0.0.1", &new.to_string(), &quorum])
-                .await;
+            c.must(&[
+                "SENTINEL",
+                "MONITOR",
+                m,
+                "127.0.0.1",
+                &new.to_string(),
+                &quorum,
+            ])
+            .await;
             c.must(&["SENTINEL", "SET", m, "down-after-milliseconds", &down])
                 .await;
             if let Some(pw) = &self.password {

@@ -363,7 +363,12 @@ impl Config {
             ));
         }
         let public_ws_url = a.public_ws_url.as_deref().and_then(|u| {
-            c.public_url("PUBLIC_WS_URL", u, &["ws", "wss"], "wss://eu.example.org/ws")
+            c.public_url(
+                "PUBLIC_WS_URL",
+                u,
+                &["ws", "wss"],
+                "wss://eu.example.org/ws",
+            )
         });
         let public_wt_url = a.public_wt_url.as_deref().and_then(|u| {
             c.public_url("PUBLIC_WT_URL", u, &["https"], "https://eu.example.org/wt")
@@ -572,6 +577,48 @@ mod tests {
     fn ping_timeout_must_exceed_interval() {
         let err = parse(&["--ping-interval-ms", "5000", "--ping-timeout-ms", "5000"]).unwrap_err();
         assert!(err.to_string().contains("PING_TIMEOUT_MS"));
+    }
+
+    #[test]
+    fn sentinel_mode_needs_nodes_and_a_name_and_nothing_else() {
+        let c = parse(&[
+            "--redis-sentinels",
+            "10.0.0.1:26379, 10.0.0.2:26379",
+            "--redis-sentinel-master",
+            "mymaster",
+            "--redis-password",
+            "pw",
+        ])
+        .unwrap();
+        let r = c.redis.expect("sentinel mode is Redis");
+        let s = r.sentinel.expect("sentinel settings");
+        assert_eq!(s.nodes, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(r.connection.redis_settings().password(), Some("pw"));
+        for bad in [
+            &["--redis-sentinels", "10.0.0.1:26379"][..],
+            &["--redis-sentinel-master", "m"][..],
+            &["--redis-sentinels", "nope", "--redis-sentinel-master", "m"][..],
+            &[
+                "--redis-sentinels",
+                "h:1",
+                "--redis-sentinel-master",
+                "m",
+                "--redis-host",
+                "h",
+            ][..],
+            &[
+                "--redis-sentinels",
+                "h:1",
+                "--redis-sentinel-master",
+                "m",
+                "--redis-cluster-nodes",
+                "h:2",
+            ][..],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("REDIS_SENTINEL"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! the gateway is standalone. The password never appears in `Debug` output,
 //! logs or errors.
 
+pub use crate::bus::redis::Sentinel;
 use clap::Args;
 use deadpool_redis::redis::{
     self, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
     RedisConnectionInfo, TlsCertificates,
 };
-pub use crate::bus::redis::Sentinel;
 use std::fmt;
 use std::time::Duration;
 
@@ -145,7 +145,11 @@ fn read_pem(name: &str, path: &str, problems: &mut Vec<String>) -> Option<Vec<u8
 }
 
 /// A comma-separated `host:port` list; `None` when unset or empty.
-fn node_list(name: &str, value: &Option<String>, problems: &mut Vec<String>) -> Option<Vec<String>> {
+fn node_list(
+    name: &str,
+    value: &Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<String>> {
     let nodes: Vec<String> = non_empty(value)?
         .split(',')
         .map(|n| n.trim().to_owned())
@@ -227,17 +231,15 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
             Some(Sentinel {
                 nodes,
                 master: master.to_owned(),
-                password: a
-                    .redis_sentinel_password
-                    .clone()
-                    .filter(|p| !p.is_empty()),
+                password: a.redis_sentinel_password.clone().filter(|p| !p.is_empty()),
             })
         }
     };
     if sentinel.is_some() && cluster_nodes.is_some() {
         problems.push("REDIS_SENTINELS: cannot be combined with REDIS_CLUSTER_NODES".into());
     }
-    if sentinel.is_some() && (non_empty(&a.redis_url).is_some() || non_empty(&a.redis_host).is_some())
+    if sentinel.is_some()
+        && (non_empty(&a.redis_url).is_some() || non_empty(&a.redis_host).is_some())
     {
         problems.push(
             "REDIS_SENTINELS: the sentinels name the primary; leave REDIS_URL and REDIS_HOST unset"

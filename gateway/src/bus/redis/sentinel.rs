@@ -32,7 +32,10 @@ pub(super) struct Primary {
 
 fn addr_of(addr: &ConnectionAddr) -> String {
     match addr {
-        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
             format!("{h}:{p}")
         }
         other => other.to_string(),
@@ -100,10 +103,7 @@ impl Primary {
         let client = tokio::time::timeout(LOOKUP_TIMEOUT, sentinels.async_get_client())
             .await
             .map_err(|_| {
-                redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "redis sentinel lookup timed out",
-                ))
+                redis::RedisError::from((redis::ErrorKind::Io, "redis sentinel lookup timed out"))
             })??;
         self.observe(addr_of(client.get_connection_info().addr()));
         Ok(client)
