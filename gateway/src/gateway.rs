@@ -66,6 +66,18 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// The deployment's regions, from the instance directory (this
+    /// instance always among them).
+    pub fn regions(&self) -> Vec<pantheon_protocol::Region> {
+        let own = crate::bus::Instance {
+            server: self.config.server_id.clone(),
+            region: self.config.region.clone(),
+            ws_url: self.config.public_ws_url.clone(),
+            wt_url: self.config.public_wt_url.clone(),
+        };
+        crate::regions::regions(own, self.hub.bus().instances())
+    }
+
     /// Whether the instance accepts new sessions (`/ready`), and why not.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.is_draining() {
@@ -174,11 +186,14 @@ impl Gateway {
                 let settings = RedisSettings {
                     connection: r.connection.clone(),
                     cluster_nodes: r.cluster_nodes.clone(),
+                    sentinel: r.sentinel.clone(),
                     tls: r.tls.clone(),
                     prefix: r.prefix.clone(),
                     pool_size: r.pool_size,
                     server: config.server_id.as_str().into(),
                     region: config.region.as_str().into(),
+                    ws_url: config.public_ws_url.clone(),
+                    wt_url: config.public_wt_url.clone(),
                     instance_ttl: r.instance_ttl,
                     resume_grace: config.resume_grace,
                     resume_buffer: config.resume_buffer,

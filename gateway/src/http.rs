@@ -1,5 +1,5 @@
 //! HTTP on `PORT`: `/health`, `/ready`, `/metrics` (unless `METRICS_ADDR`
-//! moves it to a listener of its own), `/turn-token`, the WebSocket upgrade
+//! moves it to a listener of its own), `/turn-token`, `/regions`, the WebSocket upgrade
 //! at `/ws`, `/webtransport/cert-hash`, the legacy Socket.IO endpoint `/socket.io/`
 //! ([`crate::legacy`]), and the demo page (`/`) and SDK bundle
 //! (`/sdk/pantheon.js`) from the `assets` module, served by hyper with a header-read
@@ -54,7 +54,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         });
     let router = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready));
+        .route("/ready", get(ready))
+        .route("/regions", get(regions));
     let router = match shared.config.metrics_addr {
         None => router.route("/metrics", get(metrics)),
         Some(_) => router,
@@ -194,6 +195,16 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
         "redis": shared.hub.bus().health().as_str(),
     });
     axum::Json(body).into_response()
+}
+
+/// The regions of the deployment and where clients reach each
+/// (docs/protocol.md).
+async fn regions(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({
+        "self": shared.config.region,
+        "regions": shared.regions(),
+    }))
+    .into_response()
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {

@@ -5,8 +5,10 @@
 //! - [`config`]: every setting, from flags and environment, validated at
 //!   start-up ([`Config`]).
 //! - [`gateway`]: the service ([`Gateway`]): listener, shared state, drain.
-//! - [`http`]: `/health`, `/ready`, `/metrics`, `/webtransport/cert-hash`,
-//!   and the WebSocket upgrade.
+//! - [`http`]: `/health`, `/ready`, `/metrics`, `/regions`,
+//!   `/turn-token`, `/webtransport/cert-hash`, and the WebSocket upgrade.
+//! - [`regions`]: the deployment's regions and their public URLs, from the
+//!   instance directory.
 //! - `assets`: the demo page (`/`) and the SDK bundle (`/sdk/pantheon.js`),
 //!   compiled in from `sdk/`.
 //! - [`webtransport`]: the QUIC listener ([`webtransport::Listener`]) that
@@ -24,8 +26,8 @@
 //! - [`telemetry`]: logging setup.
 
 pub mod admission;
-pub mod auth;
 mod assets;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod gateway;
@@ -36,6 +38,7 @@ pub mod legacy;
 pub mod limit;
 pub mod metrics;
 pub mod peer;
+pub mod regions;
 pub mod session;
 pub mod telemetry;
 pub mod webtransport;

@@ -148,6 +148,8 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Pub/sub reconnects.
     pub redis_reconnects: Counter,
+    /// Sentinel failovers this instance followed (a new primary).
+    pub redis_failovers: Counter,
     redis_pool: Family<StateLabel, Gauge>,
     redis_pool_max: Gauge,
     /// Absent (no series) when standalone.
@@ -326,6 +328,12 @@ impl Metrics {
             "Redis pub/sub reconnects",
             redis_reconnects.clone(),
         );
+        let redis_failovers = Counter::default();
+        registry.register(
+            "redis_failovers",
+            "Redis Sentinel failovers followed: the sentinels named a new primary",
+            redis_failovers.clone(),
+        );
         let redis_pool = Family::<StateLabel, Gauge>::default();
         registry.register(
             "redis_pool_connections",
@@ -432,6 +440,7 @@ impl Metrics {
             redis_latency,
             redis_errors,
             redis_reconnects,
+            redis_failovers,
             redis_pool,
             redis_pool_max,
             redis_up,

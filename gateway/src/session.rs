@@ -639,6 +639,7 @@ impl Shared {
                 self.ice
                     .servers(peer.id.as_str(), std::time::SystemTime::now())
             }),
+            regions: Some(self.regions()).filter(|r| crate::regions::worth_announcing(r)),
         }))
     }
 }

@@ -9,8 +9,8 @@
 
 use crate::codes::ErrorCode;
 use crate::message::{
-    ClientMessage, IceServer, LeaveReason, PeerInfo, Request, RequestKind, Resume, ServerKind,
-    ServerMessage, Welcome,
+    ClientMessage, IceServer, LeaveReason, PeerInfo, Region, Request, RequestKind, Resume,
+    ServerKind, ServerMessage, Welcome,
 };
 use crate::types::{Data, FieldError, Limits, MAX_ID, Meta, PeerId, RoomName};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -287,6 +287,7 @@ struct ServerEnvelope<'a> {
     heartbeat_ms: Option<u64>,
     limits: Option<Limits>,
     ice_servers: Option<Vec<IceServer>>,
+    regions: Option<Vec<Region>>,
     room: Option<RoomName>,
     peers: Option<Vec<PeerInfo>>,
     meta: Option<Meta>,
@@ -331,6 +332,7 @@ pub fn decode_server(bytes: &[u8]) -> Result<Received, DecodeError> {
             heartbeat_ms: required(e.heartbeat_ms, "heartbeat_ms")?,
             limits: required(e.limits, "limits")?,
             ice_servers: e.ice_servers.clone(),
+            regions: e.regions.clone(),
         }),
         ServerKind::Joined => ServerMessage::Joined {
             id: e.id,
@@ -559,5 +561,39 @@ mod tests {
         let back = decode_server(&with_seq(&body, 42)).unwrap();
         assert_eq!(back.seq, Some(42));
         assert_eq!(back.message, ServerMessage::Pong { id: Some(3) });
+    }
+
+    const WELCOME: &str = r#"{"type":"welcome","v":1,"peer":"p_1","session":"s","resumed":false,"server":"a","region":"eu","heartbeat_ms":25000,"limits":{"max_message_bytes":65536,"max_rooms":32,"max_room_peers":64,"rate_per_sec":50,"rate_burst":100}"#;
+
+    #[test]
+    fn welcome_regions_are_optional_and_unknown_fields_ignored() {
+        let plain = decode_server(format!("{WELCOME}}}").as_bytes()).unwrap();
+        let ServerMessage::Welcome(w) = plain.message else {
+            panic!()
+        };
+        assert_eq!(w.regions, None);
+        // A newer server's fields an older client does not know are ignored.
+        let future = format!(r#"{WELCOME},"future":{{"x":[1]}},"also":2}}"#);
+        assert!(matches!(
+            decode_server(future.as_bytes()).unwrap().message,
+            ServerMessage::Welcome(_)
+        ));
+        let with = format!(
+            r#"{WELCOME},"regions":[{{"region":"eu","ws_url":"wss://eu.example.org/ws","wt_url":"https://eu.example.org/wt","instances":2}},{{"region":"us","instances":1}}]}}"#
+        );
+        let ServerMessage::Welcome(w) = decode_server(with.as_bytes()).unwrap().message else {
+            panic!()
+        };
+        let regions = w.regions.clone().unwrap();
+        assert_eq!(regions.len(), 2);
+        assert_eq!(
+            regions[0].ws_url.as_deref(),
+            Some("wss://eu.example.org/ws")
+        );
+        assert_eq!(regions[1].ws_url, None);
+        assert_eq!(regions[1].instances, 1);
+        // and back, without the absent URLs
+        let text = String::from_utf8(encode_server(&ServerMessage::Welcome(w)).to_vec()).unwrap();
+        assert!(text.contains(r#"{"region":"us","instances":1}"#), "{text}");
     }
 }

@@ -28,8 +28,8 @@ pub use codec::{
 };
 pub use codes::{CloseCode, ErrorCode};
 pub use message::{
-    ClientMessage, IceServer, LeaveReason, PeerInfo, Request, RequestKind, Resume, ServerKind,
-    ServerMessage, VERSION, Welcome,
+    ClientMessage, IceServer, LeaveReason, PeerInfo, Region, Request, RequestKind, Resume,
+    ServerKind, ServerMessage, VERSION, Welcome,
 };
 pub use ndjson::{LineDecoder, LineTooLong};
 pub use transport::{Inbound, Outbound};

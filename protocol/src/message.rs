@@ -194,6 +194,23 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// A region of the deployment and where clients reach it, as `GET
+/// /regions` and `welcome.regions` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// The region's name (`SERVER_REGION` of its instances).
+    pub region: String,
+    /// Its public WebSocket URL (`PUBLIC_WS_URL`), when its instances
+    /// announce one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+    /// Its public WebTransport URL (`PUBLIC_WT_URL`), when announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wt_url: Option<String>,
+    /// Live instances in the region.
+    pub instances: u32,
+}
+
 /// The server's answer to `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Welcome {
@@ -219,6 +236,10 @@ pub struct Welcome {
     /// STUN/TURN servers, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice_servers: Option<Vec<IceServer>>,
+    /// The regions of the deployment, sorted by name; present when at
+    /// least one region announces a public URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<Region>>,
 }
 
 /// Every message the server sends (PROTOCOL.md §3–6).

@@ -12,8 +12,9 @@
 
 use pantheon_protocol::{
     ClientMessage, Data, DecodeError, ErrorCode, FieldError, IceServer, LeaveReason, Limits,
-    LineDecoder, MAX_ID, Meta, PeerId, PeerInfo, Received, Rejection, Request, Resume, RoomName,
-    ServerMessage, Welcome, decode_client, decode_server, encode_client, encode_server, with_seq,
+    LineDecoder, MAX_ID, Meta, PeerId, PeerInfo, Received, Region, Rejection, Request, Resume,
+    RoomName, ServerMessage, Welcome, decode_client, decode_server, encode_client, encode_server,
+    with_seq,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -253,6 +254,21 @@ fn ice_server() -> impl Strategy<Value = IceServer> {
         })
 }
 
+fn region_info() -> impl Strategy<Value = Region> {
+    (
+        text(),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        any::<u32>(),
+    )
+        .prop_map(|(region, ws_url, wt_url, instances)| Region {
+            region,
+            ws_url,
+            wt_url,
+            instances,
+        })
+}
+
 fn welcome() -> impl Strategy<Value = ServerMessage> {
     (
         (request_id(), any::<u64>(), peer(), text(), any::<bool>()),
@@ -262,12 +278,13 @@ fn welcome() -> impl Strategy<Value = ServerMessage> {
             any::<u64>(),
             limits(),
             proptest::option::of(vec(ice_server(), 0..4)),
+            proptest::option::of(vec(region_info(), 0..4)),
         ),
     )
         .prop_map(
             |(
                 (id, v, peer, session, resumed),
-                (server, region, heartbeat_ms, limits, ice_servers),
+                (server, region, heartbeat_ms, limits, ice_servers, regions),
             )| {
                 ServerMessage::Welcome(Welcome {
                     id,
@@ -280,6 +297,7 @@ fn welcome() -> impl Strategy<Value = ServerMessage> {
                     heartbeat_ms,
                     limits,
                     ice_servers,
+                    regions,
                 })
             },
         )
@@ -411,6 +429,7 @@ const KEYS: &[&str] = &[
     "heartbeat_ms",
     "limits",
     "ice_servers",
+    "regions",
     "reason",
     "after_ms",
     "code",
@@ -466,6 +485,9 @@ fn value_for(key: &'static str) -> BoxedStrategy<String> {
         "ice_servers" => vec(ice_server(), 0..3)
             .prop_map(|s| serde_json::to_string(&s).expect("ice servers serialize"))
             .boxed(),
+        "regions" => vec(region_info(), 0..3)
+            .prop_map(|s| serde_json::to_string(&s).expect("regions serialize"))
+            .boxed(),
         "reason" => select(vec!["\"left\"", "\"disconnected\"", "\"draining\"", "\"\""])
             .prop_map(str::to_owned)
             .boxed(),
@@ -507,6 +529,7 @@ const SHAPES: &[(&str, &[&str])] = &[
             "heartbeat_ms",
             "limits",
             "ice_servers",
+            "regions",
         ],
     ),
     ("joined", &["room", "peers"]),

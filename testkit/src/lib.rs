@@ -8,6 +8,10 @@
 //! - [`RedisCluster`] (`cluster`): a local cluster of masters, created with
 //!   `redis-cli --cluster create`, ready once every node says
 //!   `cluster_state:ok`.
+//! - [`Sentinels`] (`sentinel`): a primary, replicas and `redis-server
+//!   --sentinel` processes watching them, ready once every sentinel knows
+//!   the others and the replicas; the primary can be SIGKILLed or failed
+//!   over by hand, and the promotion awaited.
 //! - [`Pki`] (`tls`): a throw-away CA with a server certificate for
 //!   `127.0.0.1`/`localhost` and a client certificate, written as PEM files.
 //! - [`resp::Conn`] (`resp`): a small RESP client (plain or TLS) for what the
@@ -32,6 +36,7 @@ mod process;
 mod proxy;
 mod redis;
 pub mod resp;
+mod sentinel;
 mod tls;
 
 pub use cluster::RedisCluster;
@@ -40,6 +45,7 @@ pub use port::{free_tcp_port, free_tcp_ports, free_udp_port};
 pub use process::{Proc, tail};
 pub use proxy::DelayProxy;
 pub use redis::{Redis, RedisOptions, RedisTls};
+pub use sentinel::{SENTINEL_MASTER, SentinelTiming, Sentinels};
 pub use tls::Pki;
 
 use std::time::Duration;

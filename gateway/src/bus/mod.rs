@@ -155,6 +155,21 @@ pub enum Event {
     },
 }
 
+/// An instance as the directory lists it: where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Instance {
+    /// Its `SERVER_ID`.
+    pub server: String,
+    /// Its `SERVER_REGION`.
+    pub region: String,
+    /// Its `PUBLIC_WS_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+    /// Its `PUBLIC_WT_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wt_url: Option<String>,
+}
+
 /// A session handed over by the instance that served it.
 #[derive(Debug, Clone, Default)]
 pub struct Claim {
@@ -233,6 +248,13 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 
     /// Answers a takeover request from `requester`.
     fn hand_over(&self, requester: &str, peer: &PeerId, handover: Handover);
+
+    /// The live instances as the shared directory last listed them (every
+    /// instance refreshes its entry with its heartbeat); `None` without a
+    /// directory (standalone) or before it was first read.
+    fn instances(&self) -> Option<Vec<Instance>> {
+        None
+    }
 }
 
 /// The bus of a gateway that is the whole system.

@@ -55,6 +55,15 @@ pub struct Args {
     /// This instance's region.
     #[arg(long, env = "SERVER_REGION", default_value = "local")]
     pub server_region: String,
+    /// The WebSocket URL clients reach this instance's region at
+    /// (`wss://eu.example.org/ws`), announced in GET /regions and
+    /// `welcome.regions`.
+    #[arg(long, env = "PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
+    /// The WebTransport URL clients reach this region at
+    /// (`https://eu.example.org:4433/wt`).
+    #[arg(long, env = "PUBLIC_WT_URL")]
+    pub public_wt_url: Option<String>,
     /// Largest message a client may send, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "65536")]
     pub max_message_bytes: String,
@@ -144,6 +153,10 @@ pub struct Config {
     pub server_id: String,
     /// Region.
     pub region: String,
+    /// Public WebSocket URL of this region.
+    pub public_ws_url: Option<String>,
+    /// Public WebTransport URL of this region.
+    pub public_wt_url: Option<String>,
     /// Per-session limits, as announced in `welcome`.
     pub limits: Limits,
     /// Connection cap.
@@ -253,6 +266,38 @@ impl Checker {
         Duration::from_millis(self.number(name, value, min, max))
     }
 
+    /// An absolute URL with one of `schemes` and a host; empty is unset.
+    fn public_url(
+        &mut self,
+        name: &str,
+        value: &str,
+        schemes: &[&str],
+        example: &str,
+    ) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        match url::Url::parse(value) {
+            Ok(u)
+                if schemes.contains(&u.scheme())
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Some(value.to_owned())
+            }
+            _ => {
+                self.problems.push(format!(
+                    "{name}: {value:?} is not a {} URL like {example}",
+                    schemes.join(" or ")
+                ));
+                None
+            }
+        }
+    }
+
     fn problem(&mut self, msg: String) {
         self.problems.push(msg);
     }
@@ -331,6 +376,17 @@ impl Config {
                 "SERVER_REGION: {region:?} must be 1-64 characters without control characters"
             ));
         }
+        let public_ws_url = a.public_ws_url.as_deref().and_then(|u| {
+            c.public_url(
+                "PUBLIC_WS_URL",
+                u,
+                &["ws", "wss"],
+                "wss://eu.example.org/ws",
+            )
+        });
+        let public_wt_url = a.public_wt_url.as_deref().and_then(|u| {
+            c.public_url("PUBLIC_WT_URL", u, &["https"], "https://eu.example.org/wt")
+        });
         let limits = Limits {
             max_message_bytes: c.number("MAX_MESSAGE_BYTES", &a.max_message_bytes, 1024, 16 << 20),
             max_rooms: c.number("MAX_ROOMS", &a.max_rooms, 1, 100_000),
@@ -418,6 +474,8 @@ impl Config {
             tls,
             server_id,
             region,
+            public_ws_url,
+            public_wt_url,
             limits,
             max_connections,
             outbound_queue,
@@ -465,6 +523,8 @@ fn defaults_only(a: Args) -> Args {
         tls_key: None,
         server_id: a.server_id,
         server_region: d("local"),
+        public_ws_url: None,
+        public_wt_url: None,
         max_message_bytes: d("65536"),
         max_rooms: d("32"),
         max_room_peers: d("64"),
@@ -539,6 +599,76 @@ mod tests {
     fn ping_timeout_must_exceed_interval() {
         let err = parse(&["--ping-interval-ms", "5000", "--ping-timeout-ms", "5000"]).unwrap_err();
         assert!(err.to_string().contains("PING_TIMEOUT_MS"));
+    }
+
+    #[test]
+    fn sentinel_mode_needs_nodes_and_a_name_and_nothing_else() {
+        let c = parse(&[
+            "--redis-sentinels",
+            "10.0.0.1:26379, 10.0.0.2:26379",
+            "--redis-sentinel-master",
+            "mymaster",
+            "--redis-password",
+            "pw",
+        ])
+        .unwrap();
+        let r = c.redis.expect("sentinel mode is Redis");
+        let s = r.sentinel.expect("sentinel settings");
+        assert_eq!(s.nodes, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(r.connection.redis_settings().password(), Some("pw"));
+        for bad in [
+            &["--redis-sentinels", "10.0.0.1:26379"][..],
+            &["--redis-sentinel-master", "m"][..],
+            &["--redis-sentinels", "nope", "--redis-sentinel-master", "m"][..],
+            &[
+                "--redis-sentinels",
+                "h:1",
+                "--redis-sentinel-master",
+                "m",
+                "--redis-host",
+                "h",
+            ][..],
+            &[
+                "--redis-sentinels",
+                "h:1",
+                "--redis-sentinel-master",
+                "m",
+                "--redis-cluster-nodes",
+                "h:2",
+            ][..],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("REDIS_SENTINEL"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn public_urls_are_checked() {
+        let c = parse(&[
+            "--public-ws-url",
+            "wss://eu.example.org/ws",
+            "--public-wt-url",
+            "https://eu.example.org:4433/wt",
+        ])
+        .unwrap();
+        assert_eq!(c.public_ws_url.as_deref(), Some("wss://eu.example.org/ws"));
+        assert_eq!(
+            c.public_wt_url.as_deref(),
+            Some("https://eu.example.org:4433/wt")
+        );
+        let err = parse(&[
+            "--public-ws-url",
+            "https://eu.example.org/ws",
+            "--public-wt-url",
+            "eu.example.org/wt",
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("PUBLIC_WS_URL"), "{err}");
+        assert!(err.problems[1].starts_with("PUBLIC_WT_URL"), "{err}");
+        assert!(parse(&["--public-ws-url", "ws://"]).is_err());
+        assert!(parse(&["--public-wt-url", "http://x/wt"]).is_err());
     }
 
     #[test]

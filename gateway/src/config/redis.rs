@@ -2,6 +2,7 @@
 //! the gateway is standalone. The password never appears in `Debug` output,
 //! logs or errors.
 
+pub use crate::bus::redis::Sentinel;
 use clap::Args;
 use deadpool_redis::redis::{
     self, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
@@ -21,6 +22,20 @@ pub struct RedisArgs {
     /// cluster mode with sharded pub/sub; credentials and TLS as below).
     #[arg(long, env = "REDIS_CLUSTER_NODES")]
     pub redis_cluster_nodes: Option<String>,
+    /// Redis Sentinel nodes, comma-separated `host:port` (selects Sentinel
+    /// mode with REDIS_SENTINEL_MASTER: the gateway asks them for the
+    /// primary and follows every failover; credentials and TLS as below
+    /// apply to the primary, and TLS to the sentinels too).
+    #[arg(long, env = "REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+    /// The name the sentinels monitor the primary under (`sentinel monitor
+    /// NAME ...`).
+    #[arg(long, env = "REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), when
+    /// they have one.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
     /// Redis host; setting it (or REDIS_URL) turns on scale-out.
     #[arg(long, env = "REDIS_HOST")]
     pub redis_host: Option<String>,
@@ -61,6 +76,9 @@ impl Default for RedisArgs {
         Self {
             redis_url: None,
             redis_cluster_nodes: None,
+            redis_sentinels: None,
+            redis_sentinel_master: None,
+            redis_sentinel_password: None,
             redis_host: None,
             redis_port: "6379".into(),
             redis_username: None,
@@ -83,6 +101,8 @@ pub struct Redis {
     pub connection: ConnectionInfo,
     /// Redis Cluster seed nodes (`host:port`).
     pub cluster_nodes: Option<Vec<String>>,
+    /// Sentinel mode: the sentinels and the primary's name.
+    pub sentinel: Option<Sentinel>,
     /// TLS roots and client identity, when TLS is on.
     pub tls: Option<TlsCertificates>,
     /// Key prefix.
@@ -97,6 +117,7 @@ impl fmt::Debug for Redis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redis")
             .field("address", &self.connection.addr().to_string())
+            .field("sentinel", &self.sentinel)
             .field("tls", &self.tls.is_some())
             .field("prefix", &self.prefix)
             .field("pool_size", &self.pool_size)
@@ -121,6 +142,28 @@ fn read_pem(name: &str, path: &str, problems: &mut Vec<String>) -> Option<Vec<u8
             None
         }
     }
+}
+
+/// A comma-separated `host:port` list; `None` when unset or empty.
+fn node_list(
+    name: &str,
+    value: &Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let nodes: Vec<String> = non_empty(value)?
+        .split(',')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for n in &nodes {
+        let ok = n
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            problems.push(format!("{name}: {n:?} is not host:port"));
+        }
+    }
+    (!nodes.is_empty()).then_some(nodes)
 }
 
 /// Validates the Redis settings; `None` when Redis is not configured.
@@ -159,23 +202,54 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
             false
         }
     };
-    let cluster_nodes: Option<Vec<String>> = non_empty(&a.redis_cluster_nodes).map(|list| {
-        list.split(',')
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect()
-    });
-    if let Some(nodes) = &cluster_nodes {
-        for n in nodes {
-            let ok = n
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                problems.push(format!("REDIS_CLUSTER_NODES: {n:?} is not host:port"));
+    let cluster_nodes = node_list("REDIS_CLUSTER_NODES", &a.redis_cluster_nodes, problems);
+    let sentinel_nodes = node_list("REDIS_SENTINELS", &a.redis_sentinels, problems);
+    let sentinel_master = non_empty(&a.redis_sentinel_master);
+    let sentinel = match (sentinel_nodes, sentinel_master) {
+        (None, None) => {
+            if a.redis_sentinel_password.is_some() {
+                problems.push("REDIS_SENTINEL_PASSWORD: set, but REDIS_SENTINELS is not".into());
             }
+            None
         }
+        (Some(_), None) => {
+            problems.push(
+                "REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS (the monitored name)".into(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER".into());
+            None
+        }
+        (Some(nodes), Some(master)) => {
+            if master.len() > 128 || master.contains(char::is_whitespace) {
+                problems.push(format!(
+                    "REDIS_SENTINEL_MASTER: {master:?} must be 1-128 characters without spaces"
+                ));
+            }
+            Some(Sentinel {
+                nodes,
+                master: master.to_owned(),
+                password: a.redis_sentinel_password.clone().filter(|p| !p.is_empty()),
+            })
+        }
+    };
+    if sentinel.is_some() && cluster_nodes.is_some() {
+        problems.push("REDIS_SENTINELS: cannot be combined with REDIS_CLUSTER_NODES".into());
     }
-    let mut connection: ConnectionInfo = if let Some(nodes) = &cluster_nodes {
+    if sentinel.is_some()
+        && (non_empty(&a.redis_url).is_some() || non_empty(&a.redis_host).is_some())
+    {
+        problems.push(
+            "REDIS_SENTINELS: the sentinels name the primary; leave REDIS_URL and REDIS_HOST unset"
+                .into(),
+        );
+    }
+    let seeds = cluster_nodes
+        .as_ref()
+        .or(sentinel.as_ref().map(|s| &s.nodes));
+    let mut connection: ConnectionInfo = if let Some(nodes) = seeds {
         // Credentials and TLS ride on the first node's address.
         let (host, port) = nodes
             .first()
@@ -195,7 +269,7 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
         match addr.into_connection_info() {
             Ok(c) => c,
             Err(e) => {
-                problems.push(format!("REDIS_CLUSTER_NODES: {e}"));
+                problems.push(format!("REDIS_CLUSTER_NODES / REDIS_SENTINELS: {e}"));
                 return None;
             }
         }
@@ -302,6 +376,7 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
     Some(Redis {
         connection,
         cluster_nodes,
+        sentinel,
         tls,
         prefix,
         pool_size,

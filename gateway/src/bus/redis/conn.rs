@@ -1,4 +1,5 @@
-//! Where commands go: one Redis through a pool, or a Redis Cluster.
+//! Where commands go: one Redis through a pool, the primary the sentinels
+//! name, or a Redis Cluster.
 
 use super::*;
 use redis::cluster_routing::{Route, SlotAddr};
@@ -8,11 +9,13 @@ use redis::cluster_routing::{Route, SlotAddr};
 /// deadpool-redis's cluster manager cannot take TLS certificates).
 pub(super) enum Commands {
     Single(deadpool_redis::Pool),
+    Sentinel(Arc<Primary>),
     Cluster(Arc<OnceLock<ClusterConnection>>),
 }
 
 pub(super) enum Conn {
     Single(deadpool_redis::Connection),
+    Sentinel(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -20,6 +23,7 @@ impl redis::aio::ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -32,6 +36,7 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -52,13 +57,8 @@ pub(super) async fn exec(
     pipe: &redis::Pipeline,
 ) -> redis::RedisResult<Vec<Value>> {
     match conn {
-        Conn::Single(c) => {
-            let mut all = redis::pipe();
-            for cmd in pipe.cmd_iter() {
-                all.add_command(cmd.clone());
-            }
-            all.query_async(&mut **c).await
-        }
+        Conn::Single(c) => all_replies(pipe).query_async(&mut **c).await,
+        Conn::Sentinel(c) => all_replies(pipe).query_async(c).await,
         Conn::Cluster(c) => {
             let mut lanes: Vec<(Option<Route>, redis::Pipeline, Vec<usize>)> = Vec::new();
             for (at, cmd) in pipe.cmd_iter().enumerate() {
@@ -99,4 +99,13 @@ fn key_of(cmd: &redis::Cmd) -> Option<&[u8]> {
         redis::Arg::Simple(key) => Some(key),
         _ => None,
     }
+}
+
+/// The same commands with none of their replies ignored.
+fn all_replies(pipe: &redis::Pipeline) -> redis::Pipeline {
+    let mut all = redis::pipe();
+    for cmd in pipe.cmd_iter() {
+        all.add_command(cmd.clone());
+    }
+    all
 }

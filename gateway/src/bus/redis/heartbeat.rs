@@ -13,6 +13,9 @@ pub(super) async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         reassert(&inner);
+        if inner.healthy.load(Ordering::Relaxed) {
+            read_directory(&inner).await;
+        }
         if let Commands::Single(pool) = &inner.commands {
             let status = pool.status();
             inner
@@ -67,6 +70,55 @@ pub(super) async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
             .arg(inner.keys.srv(&inner.s.server))
             .query_async(&mut conn)
             .await;
+    }
+}
+
+/// Lists the live instances of the directory; removes the entries of the
+/// dead (their liveness key expired) once deaths are judged.
+async fn read_directory(inner: &Arc<Inner>) {
+    let Ok(mut conn) = inner.conn().await else {
+        return;
+    };
+    let listed = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        redis::cmd("HGETALL")
+            .arg(inner.keys.instances())
+            .query_async::<HashMap<String, String>>(&mut conn),
+    )
+    .await;
+    let Ok(Ok(listed)) = listed else {
+        return;
+    };
+    let mut entries: Vec<Instance> = listed
+        .values()
+        .filter_map(|v| serde_json::from_str(v).ok())
+        .collect();
+    entries.sort_by(|a, b| a.server.cmp(&b.server));
+    let mut pipe = redis::pipe();
+    for e in &entries {
+        pipe.cmd("EXISTS").arg(inner.keys.srv(&e.server));
+    }
+    let alive = match tokio::time::timeout(COMMAND_TIMEOUT, exec(&mut conn, &pipe)).await {
+        Ok(Ok(alive)) => alive,
+        _ => return,
+    };
+    let judge = Instant::now() >= *lock(&inner.judge_after);
+    let mut live = Vec::with_capacity(entries.len());
+    let mut dead = redis::pipe();
+    for (e, alive) in entries.into_iter().zip(alive) {
+        let own = e.server == *inner.s.server;
+        if own || matches!(alive, Value::Int(n) if n > 0) {
+            live.push(e);
+        } else if judge {
+            dead.cmd("HDEL")
+                .arg(inner.keys.instances())
+                .arg(&e.server)
+                .ignore();
+        }
+    }
+    *lock(&inner.directory) = Some(live);
+    if dead.cmd_iter().next().is_some() {
+        let _ = exec(&mut conn, &dead).await;
     }
 }
 

@@ -8,6 +8,10 @@
 //!   directed messages that arrived while no instance served it.
 //! - `P:room:{R}` — members: peer → `server \n region \n meta`.
 //! - `P:srvpeers:{S}` — the sessions an instance serves (for clean-up).
+//! - `P:instances` — the instance directory: `S` → JSON `{server, region,
+//!   ws_url, wt_url}`, written by each instance's heartbeat; an entry
+//!   whose `P:srv:{S}` has expired is dead and is removed by whoever sees
+//!   it first.
 //!
 //! Channels: `P:ch:srv:{S}` (directed messages, takeovers) and
 //! `P:ch:room:{R}` (membership and broadcasts). Every key of a live session
@@ -23,10 +27,12 @@ mod heartbeat;
 mod outbox;
 mod pubsub;
 mod routing;
+mod sentinel;
 
 use super::wire::{self, Wire};
 use super::{
-    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Remote, RemoteMember, RouteError,
+    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Instance, Remote, RemoteMember,
+    RouteError,
 };
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -47,7 +53,10 @@ use tokio_util::sync::CancellationToken;
 use conn::{Commands, Conn, exec};
 use heartbeat::heartbeat;
 use outbox::{Op, outbox};
-use pubsub::{ClusterSource, Source, SubCmd, cluster_subscriber, reassert, snapshot, subscriber};
+use pubsub::{
+    ClusterSource, PubSubFrom, Source, SubCmd, cluster_subscriber, reassert, snapshot, subscriber,
+};
+use sentinel::Primary;
 
 /// How long a pipeline may take before its requests fail with `internal`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,6 +81,8 @@ pub struct Settings {
     /// Redis Cluster seed nodes (`host:port`); when set, `connection`
     /// supplies only credentials and TLS.
     pub cluster_nodes: Option<Vec<String>>,
+    /// Sentinel mode; `connection` then supplies only credentials and TLS.
+    pub sentinel: Option<Sentinel>,
     /// Root certificate and client identity for TLS.
     pub tls: Option<redis::TlsCertificates>,
     /// Key prefix.
@@ -82,12 +93,37 @@ pub struct Settings {
     pub server: Arc<str>,
     /// Its region.
     pub region: Arc<str>,
+    /// Its public WebSocket URL, for the directory.
+    pub ws_url: Option<String>,
+    /// Its public WebTransport URL, for the directory.
+    pub wt_url: Option<String>,
     /// Liveness key TTL.
     pub instance_ttl: Duration,
     /// Resume grace window.
     pub resume_grace: Duration,
     /// Messages kept per session.
     pub resume_buffer: usize,
+}
+
+/// Where the sentinels are and what they call the primary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    /// The sentinels (`host:port`).
+    pub nodes: Vec<String>,
+    /// The name they monitor the primary under.
+    pub master: String,
+    /// The sentinels' own password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinel")
+            .field("nodes", &self.nodes)
+            .field("master", &self.master)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Redis could not be set up.
@@ -108,6 +144,9 @@ struct Keys {
 impl Keys {
     fn srv(&self, s: &str) -> String {
         format!("{}:srv:{{{s}}}", self.prefix)
+    }
+    fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
     }
     fn srvpeers(&self, s: &str) -> String {
         format!("{}:srvpeers:{{{s}}}", self.prefix)
@@ -188,6 +227,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     deliver_or_inbox: Script,
     claim_orphan: Script,
+    /// The live instances as the directory last listed them.
+    directory: Mutex<Option<Vec<Instance>>>,
     /// Death of other instances is not judged until then (after a
     /// reconnect, everyone needs a heartbeat to re-assert).
     judge_after: Mutex<Instant>,
@@ -226,8 +267,16 @@ impl Redis {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), SetupError> {
-        let (commands, publish, source) = match &s.cluster_nodes {
-            None => {
+        let (commands, publish, source) = match (&s.cluster_nodes, &s.sentinel) {
+            (None, Some(sentinel)) => {
+                let primary = Arc::new(Primary::new(&s, sentinel, metrics.clone())?);
+                (
+                    Commands::Sentinel(primary.clone()),
+                    "PUBLISH",
+                    Source::Single(PubSubFrom::Sentinel(primary)),
+                )
+            }
+            (None, None) => {
                 let client = match &s.tls {
                     Some(certs) => {
                         redis::Client::build_with_tls(s.connection.clone(), certs.clone())?
@@ -247,10 +296,10 @@ impl Redis {
                 (
                     Commands::Single(pool),
                     "PUBLISH",
-                    Source::Single(Box::new(client)),
+                    Source::Single(PubSubFrom::Client(Box::new(client))),
                 )
             }
-            Some(nodes) => {
+            (Some(nodes), _) => {
                 let (push_tx, push_rx) = mpsc::unbounded_channel();
                 let tls = matches!(s.connection.addr(), redis::ConnectionAddr::TcpTls { .. });
                 let scheme = if tls { "rediss" } else { "redis" };
@@ -306,13 +355,14 @@ impl Redis {
             metrics,
             deliver_or_inbox: Script::new(DELIVER_OR_INBOX),
             claim_orphan: Script::new(CLAIM_ORPHAN),
+            directory: Mutex::default(),
             judge_after: Mutex::new(Instant::now() + s.instance_ttl * 2),
             s,
         });
         tokio::spawn(outbox(inner.clone(), outbox_rx, stop.clone()));
         match source {
-            Source::Single(client) => {
-                tokio::spawn(subscriber(inner.clone(), *client, subs_rx, stop.clone()));
+            Source::Single(from) => {
+                tokio::spawn(subscriber(inner.clone(), from, subs_rx, stop.clone()));
             }
             Source::Cluster(c) => {
                 let ClusterSource {
@@ -336,6 +386,14 @@ impl Redis {
 }
 
 impl Inner {
+    /// A batch of commands failed: in Sentinel mode, look the primary up
+    /// again before the next one (it may have moved).
+    fn commands_failed(&self) {
+        if let Commands::Sentinel(p) = &self.commands {
+            p.forget();
+        }
+    }
+
     fn queue(&self, op: Op) -> Result<(), RouteError> {
         self.outbox
             .try_send(op)
@@ -520,6 +578,7 @@ impl Inner {
     async fn conn(&self) -> Result<Conn, RouteError> {
         match &self.commands {
             Commands::Single(pool) => pool.get().await.map(Conn::Single).map_err(unavailable),
+            Commands::Sentinel(p) => p.conn().await.map(Conn::Sentinel).map_err(unavailable),
             Commands::Cluster(c) => {
                 c.get().cloned().map(Conn::Cluster).ok_or_else(|| {
                     RouteError::Unavailable("redis cluster not connected yet".into())

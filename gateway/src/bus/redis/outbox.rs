@@ -39,6 +39,7 @@ pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: 
         let ok = matches!(result, Ok(true));
         if !ok {
             held = None;
+            inner.commands_failed();
         }
         inner.commands_ok.store(ok, Ordering::Relaxed);
         inner
@@ -114,10 +115,25 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
         Ok(r) => r,
         Err(e) => {
             inner.metrics.redis_errors.inc();
+            if e.code() == Some("READONLY") {
+                demoted();
+            }
             fail(batch, unavailable(e));
             return false;
         }
     };
+    if replies
+        .iter()
+        .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
+    {
+        inner.metrics.redis_errors.inc();
+        demoted();
+        fail(
+            batch,
+            RouteError::Unavailable("redis primary is now a replica".into()),
+        );
+        return false;
+    }
     let mut replies = replies.into_iter();
     for (op, n) in batch.drain(..).zip(counts) {
         let mine: Vec<Value> = replies.by_ref().take(n).collect();
@@ -155,6 +171,13 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
         }
     }
     true
+}
+
+/// A write reached a primary demoted to a replica while this connection
+/// stayed open: a failover this instance has not followed yet. Failing the
+/// batch makes the next one look the primary up again.
+fn demoted() {
+    tracing::warn!("redis answered READONLY: the primary was demoted; looking it up again");
 }
 
 /// Nobody listens on the recipient's instance channel: the instance is gone

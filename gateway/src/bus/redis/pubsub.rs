@@ -8,16 +8,32 @@ use super::*;
 /// instance's state after every reconnect.
 pub(super) async fn subscriber(
     inner: Arc<Inner>,
-    client: redis::Client,
+    from: PubSubFrom,
     mut cmds: mpsc::UnboundedReceiver<SubCmd>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // Sentinels answer at once, and a failover is over in seconds: retry
+    // often enough not to add to it.
+    let max_backoff = match &from {
+        PubSubFrom::Client(_) => Duration::from_secs(5),
+        PubSubFrom::Sentinel(_) => Duration::from_millis(500),
+    };
+    let mut epochs = match &from {
+        PubSubFrom::Client(_) => None,
+        PubSubFrom::Sentinel(p) => Some(p.epochs()),
+    };
     let mut first = true;
     loop {
+        let connect = async {
+            match &from {
+                PubSubFrom::Client(client) => client.get_async_pubsub().await,
+                PubSubFrom::Sentinel(primary) => primary.pubsub().await,
+            }
+        };
         let pubsub = tokio::select! {
             () = stop.cancelled() => return,
-            r = tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_async_pubsub()) => r,
+            r = tokio::time::timeout(COMMAND_TIMEOUT * 2, connect) => r,
         };
         let (mut sink, mut stream) = match pubsub {
             Ok(Ok(p)) => p.split(),
@@ -31,10 +47,14 @@ pub(super) async fn subscriber(
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
         };
+        if let Some(epochs) = epochs.as_mut() {
+            // This connection is to the primary as of now.
+            epochs.borrow_and_update();
+        }
         // Restore every subscription before declaring routing healthy.
         let mut channels = vec![inner.keys.ch_srv(&inner.s.server)];
         channels.extend(
@@ -84,6 +104,13 @@ pub(super) async fn subscriber(
                     Some(msg) => inner.on_message(Bytes::copy_from_slice(msg.get_payload_bytes())),
                     None => break,
                 },
+                () = primary_moved(&mut epochs) => {
+                    // Still connected, to a node that is no longer the
+                    // primary: what is published on the new one would
+                    // count no subscriber here.
+                    tracing::info!("redis primary changed; moving pub/sub to the new primary");
+                    break;
+                }
             }
         }
         inner.healthy.store(false, Ordering::Relaxed);
@@ -91,10 +118,30 @@ pub(super) async fn subscriber(
     }
 }
 
+/// Resolves when the sentinels named a new primary (never without them).
+async fn primary_moved(epochs: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match epochs {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Where pub/sub messages come from.
 pub(super) enum Source {
-    Single(Box<redis::Client>),
+    Single(PubSubFrom),
     Cluster(Box<ClusterSource>),
+}
+
+/// The one node the pub/sub connection goes to.
+pub(super) enum PubSubFrom {
+    /// A fixed address.
+    Client(Box<redis::Client>),
+    /// The primary as the sentinels name it at each (re)connect.
+    Sentinel(Arc<Primary>),
 }
 
 pub(super) struct ClusterSource {
@@ -198,6 +245,21 @@ pub(super) fn reassert(inner: &Inner) {
         .arg(&*inner.s.region)
         .arg("PX")
         .arg(inner.s.instance_ttl.as_millis() as u64)
+        .ignore();
+    let entry = Instance {
+        server: inner.s.server.to_string(),
+        region: inner.s.region.to_string(),
+        ws_url: inner.s.ws_url.clone(),
+        wt_url: inner.s.wt_url.clone(),
+    };
+    pipe.cmd("HSET")
+        .arg(inner.keys.instances())
+        .arg(&*inner.s.server)
+        .arg(serde_json::to_string(&entry).unwrap_or_default())
+        .ignore();
+    pipe.cmd("PEXPIRE")
+        .arg(inner.keys.instances())
+        .arg(inner.long_ttl_ms())
         .ignore();
     let local = lock(&inner.local);
     for (peer, (secret, rooms)) in &local.peers {

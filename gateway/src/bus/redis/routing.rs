@@ -342,6 +342,10 @@ impl Bus for Redis {
         })
     }
 
+    fn instances(&self) -> Option<Vec<Instance>> {
+        lock(&self.inner.directory).clone()
+    }
+
     fn hand_over(&self, requester: &str, peer: &PeerId, handover: Handover) {
         let inner = &self.inner;
         let wire = match handover {

@@ -1,0 +1,162 @@
+//! Redis Sentinel: which node is the primary now, and noticing when that
+//! changes.
+//!
+//! deadpool-redis's own Sentinel pool is not used: it cannot take a CA
+//! certificate for TLS, and its recycle check is a `PING`, which a demoted
+//! primary (now a replica) still answers — its connections would go back
+//! into the pool and every write on them would fail with `READONLY`. Here
+//! the one multiplexed command connection is dropped on any error, and the
+//! primary is looked up again through the sentinels (which also check its
+//! `ROLE`).
+
+use super::*;
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, ConnectionAddr};
+use tokio::sync::watch;
+
+/// Longest one lookup of the primary may take (every sentinel asked).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The primary as the sentinels name it.
+pub(super) struct Primary {
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The command connection to the current primary, once made.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The primary's address as last looked up.
+    addr: Mutex<Option<String>>,
+    /// Bumped whenever the primary changed (the subscriber follows it).
+    epoch: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+fn addr_of(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            format!("{h}:{p}")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Primary {
+    /// A client of the sentinels in `s.sentinel`, with the credentials and
+    /// TLS of `s.connection` for the primary (and TLS for the sentinels).
+    pub(super) fn new(
+        s: &Settings,
+        sentinel: &Sentinel,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SetupError> {
+        let tls = matches!(s.connection.addr(), ConnectionAddr::TcpTls { .. });
+        let nodes = sentinel.nodes.iter().map(|n| {
+            let (host, port) = n.rsplit_once(':').unwrap_or((n, "26379"));
+            let (host, port) = (host.to_owned(), port.parse().unwrap_or(26379));
+            if tls {
+                ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host, port)
+            }
+        });
+        let mut b =
+            SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
+                .set_client_to_redis_protocol(redis::ProtocolVersion::RESP2);
+        let settings = s.connection.redis_settings();
+        if let Some(user) = settings.username() {
+            b = b.set_client_to_redis_username(user);
+        }
+        if let Some(pass) = settings.password() {
+            b = b.set_client_to_redis_password(pass);
+        }
+        if let Some(pass) = &sentinel.password {
+            b = b.set_client_to_sentinel_password(pass);
+        }
+        if tls {
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if let Some(certs) = &s.tls {
+                b = b
+                    .set_client_to_redis_certificates(certs.clone())
+                    .set_client_to_sentinel_certificates(certs.clone());
+            }
+        }
+        Ok(Self {
+            client: tokio::sync::Mutex::new(b.build()?),
+            conn: Mutex::default(),
+            addr: Mutex::default(),
+            epoch: watch::Sender::new(0),
+            metrics,
+        })
+    }
+
+    /// Asks the sentinels for the primary; a client for it.
+    async fn lookup(&self) -> redis::RedisResult<redis::Client> {
+        let mut sentinels = self.client.lock().await;
+        let client = tokio::time::timeout(LOOKUP_TIMEOUT, sentinels.async_get_client())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "redis sentinel lookup timed out"))
+            })??;
+        self.observe(addr_of(client.get_connection_info().addr()));
+        Ok(client)
+    }
+
+    /// Records where the primary is; a different node than before is a
+    /// failover.
+    fn observe(&self, now: String) {
+        let mut addr = lock(&self.addr);
+        match addr.as_deref() {
+            Some(before) if before != now => {
+                self.metrics.redis_failovers.inc();
+                tracing::warn!(from = %before, to = %now,
+                    "redis failover: the sentinels name a new primary; following it");
+                *lock(&self.conn) = None;
+                self.epoch.send_modify(|e| *e += 1);
+            }
+            Some(_) => {}
+            None => tracing::info!(primary = %now, "redis primary found through sentinel"),
+        }
+        *addr = Some(now);
+    }
+
+    /// The command connection to the primary, made on first use and after
+    /// every [`Primary::forget`].
+    pub(super) async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = lock(&self.conn).clone() {
+            return Ok(c);
+        }
+        let client = self.lookup().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        let c = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *lock(&self.conn) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The command connection failed (or hit a replica): the next command
+    /// looks the primary up again.
+    pub(super) fn forget(&self) {
+        *lock(&self.conn) = None;
+    }
+
+    /// A pub/sub connection to the primary as the sentinels name it now.
+    pub(super) async fn pubsub(&self) -> redis::RedisResult<PubSub> {
+        self.lookup().await?.get_async_pubsub().await
+    }
+
+    /// Changes whenever the primary does.
+    pub(super) fn epochs(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+}
