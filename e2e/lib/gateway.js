@@ -62,14 +62,15 @@ export async function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts the gateway with `env` added to the environment. Resolves once
- * GET /health answers 200.
+ * Starts the gateway with `env` added to the environment (`env.PORT` picks
+ * the port, for a test that must know it beforehand; a free one otherwise).
+ * Resolves once GET /health answers 200.
  */
 export async function startGateway(env = {}) {
   if (!existsSync(GATEWAY_BIN)) {
     throw new Error(`gateway binary ${GATEWAY_BIN} not found: run \`cargo build --release -p pantheon-gateway\` first (or set PANTHEON_BIN)`);
   }
-  const port = await freePort();
+  const port = env.PORT ? Number(env.PORT) : await freePort();
   const logDir = mkdtempSync(join(tmpdir(), 'pantheon-e2e-'));
   const logPath = join(logDir, 'gateway.log');
   const log = createWriteStream(logPath);

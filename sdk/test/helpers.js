@@ -82,3 +82,41 @@ let rooms = 0;
 export function freshRoom(label) {
   return `sdk.${label}.${process.pid}.${++rooms}`;
 }
+
+/**
+ * A TCP proxy on 127.0.0.1 to `targetPort` that holds every chunk for `ms`
+ * in each direction (order kept): a link to somewhere far away. `close()`
+ * destroys its connections and stops listening.
+ */
+export async function delayProxy(targetPort, ms) {
+  const sockets = new Set();
+  const relay = (from, to) => {
+    from.on('data', (d) => setTimeout(() => { if (to.writable) to.write(d); }, ms));
+    from.on('end', () => setTimeout(() => to.end(), ms));
+  };
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: '127.0.0.1', port: targetPort });
+    sockets.add(client).add(upstream);
+    relay(client, upstream);
+    relay(upstream, client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', () => setTimeout(end, ms));
+    upstream.on('error', end).on('close', () => setTimeout(end, ms));
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const port = server.address().port;
+  return {
+    port,
+    http: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}/ws`,
+    close: () => new Promise((ok) => {
+      for (const s of sockets) s.destroy();
+      server.close(ok);
+    }),
+  };
+}
