@@ -194,13 +194,43 @@ impl Hub {
         stats
     }
 
-    fn new_peer(&self, owner: &str) -> Arc<Peer> {
+    /// A session for peer `id` (a fresh server-chosen one when `None`) with
+    /// a random resume secret ending with `owner`.
+    fn new_peer(&self, id: Option<PeerId>, owner: &str) -> Arc<Peer> {
         let mut rng = rand::rng();
-        let id: [u8; 10] = rng.random();
+        let id = id.unwrap_or_else(|| {
+            let id: [u8; 10] = rng.random();
+            PeerId::new(&format!("p_{}", hex(&id))).expect("hex ids are valid")
+        });
         let secret: [u8; 16] = rng.random();
-        let id = PeerId::new(&format!("p_{}", hex(&id))).expect("hex ids are valid");
         let secret = format!("{}{owner}", hex(&secret));
         Arc::new(Peer::new(id, secret, self.settings.resume_buffer))
+    }
+
+    /// Attaches a new session to its first link (sending `welcome`, encoded
+    /// before the lock was taken), lists it, and registers it for resumes
+    /// anywhere.
+    fn enter(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        peer: &Arc<Peer>,
+        link: Link,
+        welcome: Bytes,
+        claimed: bool,
+    ) {
+        peer.attach(link, welcome, 0)
+            .expect("a new session accepts any link");
+        inner.peers.insert(
+            peer.id.clone(),
+            Entry {
+                peer: peer.clone(),
+                rooms: Vec::new(),
+                claimed,
+            },
+        );
+        self.set_gauges(&inner);
+        drop(inner);
+        self.bus.register(&peer.id, peer.secret());
     }
 
     fn set_gauges(&self, inner: &Inner) {
@@ -217,21 +247,9 @@ impl Hub {
     /// ([`crate::auth::Grant::owner_tag`]), so that only the same subject
     /// can resume it.
     pub fn open_owned(&self, link: Link, welcome: WelcomeFn<'_>, owner: &str) -> Arc<Peer> {
-        let peer = self.new_peer(owner);
-        peer.attach(link, welcome(&peer, false), 0)
-            .expect("a new session accepts any link");
-        let mut inner = self.lock();
-        inner.peers.insert(
-            peer.id.clone(),
-            Entry {
-                peer: peer.clone(),
-                rooms: Vec::new(),
-                claimed: false,
-            },
-        );
-        self.set_gauges(&inner);
-        drop(inner);
-        self.bus.register(&peer.id, peer.secret());
+        let peer = self.new_peer(None, owner);
+        let welcome = welcome(&peer, false);
+        self.enter(self.lock(), &peer, link, welcome, false);
         peer
     }
 
@@ -248,10 +266,8 @@ impl Hub {
         id: PeerId,
         owner: &str,
     ) -> Result<Arc<Peer>, Refusal> {
-        let mut rng = rand::rng();
-        let secret: [u8; 16] = rng.random();
-        let secret = format!("{}{owner}", hex(&secret));
-        let peer = Arc::new(Peer::new(id, secret, self.settings.resume_buffer));
+        let peer = self.new_peer(Some(id), owner);
+        let welcome = welcome(&peer, false);
         let mut inner = self.lock();
         if let Some(old) = inner.peers.get(&peer.id) {
             if !old.claimed {
@@ -264,19 +280,7 @@ impl Hub {
             self.remove_locked(&mut inner, &old.id, LeaveReason::Left);
             old.end(Some(CloseCode::TakenOver));
         }
-        peer.attach(link, welcome(&peer, false), 0)
-            .expect("a new session accepts any link");
-        inner.peers.insert(
-            peer.id.clone(),
-            Entry {
-                peer: peer.clone(),
-                rooms: Vec::new(),
-                claimed: true,
-            },
-        );
-        self.set_gauges(&inner);
-        drop(inner);
-        self.bus.register(&peer.id, peer.secret());
+        self.enter(inner, &peer, link, welcome, true);
         Ok(peer)
     }
 

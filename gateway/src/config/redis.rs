@@ -256,16 +256,7 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
             .and_then(|n| n.rsplit_once(':'))
             .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(6379)))
             .unwrap_or_else(|| ("127.0.0.1".to_owned(), 6379));
-        let addr = if tls_flag {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host, port)
-        };
+        let addr = tcp_addr(host, port, tls_flag);
         match addr.into_connection_info() {
             Ok(c) => c,
             Err(e) => {
@@ -290,16 +281,7 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
                 return None;
             }
         };
-        let addr = if tls_flag {
-            ConnectionAddr::TcpTls {
-                host: host.to_owned(),
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host.to_owned(), port)
-        };
+        let addr = tcp_addr(host.to_owned(), port, tls_flag);
         match addr.into_connection_info() {
             Ok(c) => c,
             Err(e) => {
@@ -382,4 +364,19 @@ pub fn parse(a: &RedisArgs, problems: &mut Vec<String>) -> Option<Redis> {
         pool_size,
         instance_ttl,
     })
+}
+
+/// A Redis (or Sentinel) node's address, over TLS when `tls` (verified:
+/// never `insecure`).
+pub(crate) fn tcp_addr(host: String, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    }
 }

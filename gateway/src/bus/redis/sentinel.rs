@@ -53,17 +53,7 @@ impl Primary {
         let tls = matches!(s.connection.addr(), ConnectionAddr::TcpTls { .. });
         let nodes = sentinel.nodes.iter().map(|n| {
             let (host, port) = n.rsplit_once(':').unwrap_or((n, "26379"));
-            let (host, port) = (host.to_owned(), port.parse().unwrap_or(26379));
-            if tls {
-                ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    insecure: false,
-                    tls_params: None,
-                }
-            } else {
-                ConnectionAddr::Tcp(host, port)
-            }
+            crate::config::redis::tcp_addr(host.to_owned(), port.parse().unwrap_or(26379), tls)
         });
         let mut b =
             SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
