@@ -131,6 +131,36 @@ struct Inner {
     rooms: HashMap<RoomName, Room>,
     /// Sessions handed to another instance, for forwarding stragglers.
     moved: HashMap<PeerId, Remote>,
+    /// Sessions being claimed from another instance: once the claim moves
+    /// a session in Redis, senders route here, possibly before it is
+    /// attached. What arrives in between waits here, in order, for the
+    /// session (with the number of resumes claiming it).
+    claiming: HashMap<PeerId, (usize, Vec<Bytes>)>,
+}
+
+/// Marks a session as being claimed for as long as it lives.
+struct Claiming<'a> {
+    hub: &'a Hub,
+    id: &'a PeerId,
+}
+
+impl<'a> Claiming<'a> {
+    fn new(hub: &'a Hub, id: &'a PeerId) -> Self {
+        hub.lock().claiming.entry(id.clone()).or_default().0 += 1;
+        Self { hub, id }
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        if let Some(e) = inner.claiming.get_mut(self.id) {
+            e.0 -= 1;
+            if e.0 == 0 {
+                inner.claiming.remove(self.id);
+            }
+        }
+    }
 }
 
 /// Settings the hub enforces.
@@ -326,6 +356,7 @@ impl Hub {
         link: Link,
         welcome: WelcomeFn<'_>,
     ) -> Result<Arc<Peer>, ResumeFailure> {
+        let claiming = Claiming::new(self, id);
         let Claim {
             secret: registered,
             lines,
@@ -382,7 +413,17 @@ impl Hub {
         for body in &inbox {
             peer.deliver(body, ServerKind::Signal, &self.metrics);
         }
+        // Sent after the claim, before the session was here to take them.
+        let early = inner
+            .claiming
+            .get_mut(id)
+            .map(|e| std::mem::take(&mut e.1))
+            .unwrap_or_default();
+        for body in &early {
+            peer.deliver(body, ServerKind::Signal, &self.metrics);
+        }
         drop(inner);
+        drop(claiming);
         self.bus.register(id, peer.secret());
         for (room, meta) in rooms {
             drop(self.bus.announce(Change::Member {
@@ -820,7 +861,7 @@ impl Hub {
                 }
             }
             Event::Deliver { room, to, body, .. } => {
-                let inner = self.lock();
+                let mut inner = self.lock();
                 match inner
                     .rooms
                     .get(&room)
@@ -831,6 +872,10 @@ impl Hub {
                         target.deliver(&body, ServerKind::Signal, &self.metrics);
                     }
                     _ => {
+                        if let Some((_, early)) = inner.claiming.get_mut(&to) {
+                            early.push(body);
+                            return;
+                        }
                         // Sent to us before the sender learnt the session
                         // moved: pass it on.
                         if let Some(at) = inner.moved.get(&to).cloned() {

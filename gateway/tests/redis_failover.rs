@@ -14,6 +14,7 @@ use scale::{
     join_all, members, numbered, observe, peers_of, resume,
 };
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -270,4 +271,100 @@ async fn sigterm_drains_into_resumes_on_another_instance() {
         within(WAIT, "close", c.close()).await.unwrap();
     }
     assert_keys_expire(&redis, "pantheon").await;
+}
+
+/// Signals that keep coming while a session of a dead instance is being
+/// claimed elsewhere: once the claim moves the session in Redis, senders
+/// route to the new instance, which may get them before the session is
+/// attached there. None may be lost or repeated, whether the sender is on
+/// the claiming instance or on a third one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_racing_a_resume_after_sigkill_are_neither_lost_nor_repeated() {
+    let redis = Redis::start(RedisOptions::plain()).await;
+    let env = redis.env();
+    let gw_a = scale::unlimited(instance("gw-a", "local", &env))
+        .spawn()
+        .await;
+    let mut gw_b = scale::unlimited(instance("gw-b", "local", &env))
+        .spawn()
+        .await;
+    let gw_c = scale::unlimited(instance("gw-c", "local", &env))
+        .spawn()
+        .await;
+    let mut x = connect(&gw_a).await;
+    let mut y = connect(&gw_c).await;
+    const VICTIMS: usize = 4;
+    let mut victims = Vec::new();
+    for _ in 0..VICTIMS {
+        victims.push(connect(&gw_b).await);
+    }
+    {
+        let mut all: Vec<&mut pantheon_client::Client> = vec![&mut x, &mut y];
+        all.extend(victims.iter_mut());
+        join_all("r", &mut all).await;
+    }
+    let infos: Vec<_> = victims.iter().map(|v| v.resume_info()).collect();
+    let ids: Vec<_> = victims.iter().map(|v| v.peer().clone()).collect();
+    gw_b.kill();
+    drop(victims);
+
+    // x (on the claiming instance) and y (on a third) signal every victim
+    // in turn, as fast as acks come, while the victims resume on A one
+    // after another.
+    let stop = AtomicBool::new(false);
+    let resumer = async {
+        let mut resumed = Vec::new();
+        for info in &infos {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let c = connect_with(
+                &gw_a,
+                pantheon_client::Options {
+                    resume: Some(info.clone()),
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert!(c.welcome().resumed);
+            resumed.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        resumed
+    };
+    let (sent_x, sent_y, resumed) = tokio::join!(
+        keep_signalling(&x, &ids, &stop),
+        keep_signalling(&y, &ids, &stop),
+        resumer
+    );
+    let (xp, yp) = (x.peer().clone(), y.peer().clone());
+    for (mut v, id) in resumed.into_iter().zip(&ids) {
+        let mut seen = Seen::default();
+        observe(&mut v, &mut seen, WAIT, id.as_str(), |s| {
+            s.from(&xp).len() as u64 >= sent_x && s.from(&yp).len() as u64 >= sent_y
+        })
+        .await;
+        assert_eq!(seen.from(&xp), numbered(0..sent_x), "{id} from x");
+        assert_eq!(seen.from(&yp), numbered(0..sent_y), "{id} from y");
+        assert!(seen.other.is_empty(), "{:?}", seen.other);
+        assert_nothing_pending(&mut v).await;
+        assert_eq!(v.seq_errors(), 0);
+    }
+    drop(gw_c);
+}
+
+/// Signals each of `ids` in turn, `{"i": n}` in round `n`, waiting for each
+/// ack, until `stop`; returns the number of rounds.
+async fn keep_signalling(
+    c: &pantheon_client::Client,
+    ids: &[pantheon_client::protocol::PeerId],
+    stop: &AtomicBool,
+) -> u64 {
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for id in ids {
+            c.signal("r", id, json!({ "i": sent })).await.unwrap();
+        }
+        sent += 1;
+    }
+    sent
 }
