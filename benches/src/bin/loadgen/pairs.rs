@@ -33,6 +33,22 @@ pub(crate) struct Args {
     /// Seconds to wait for signals still in flight after the end.
     #[arg(long, value_parser = seconds, default_value = "5")]
     drain: Duration,
+    /// How sends are spaced in time.
+    #[arg(long, value_enum, default_value_t = Pacing::Even)]
+    pacing: Pacing,
+}
+
+/// How `pairs` spaces its sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Pacing {
+    /// One send every `1 / rate` seconds, round-robin over the pairs, timed
+    /// by a dedicated thread with the operating system's fine-grained
+    /// sleep: the aggregate really is spread evenly.
+    Even,
+    /// Each pair's task sleeps on the runtime's timer, whose resolution is
+    /// one millisecond: the sends due within a millisecond go out together,
+    /// in bursts of about `rate / 1000`.
+    Tick,
 }
 
 /// Sends `rate` signals per second from `first` until `end`, each stamped
@@ -73,6 +89,66 @@ async fn pace(
     }
 }
 
+/// Sends one signal per tick of `ticks` until it closes, each stamped with
+/// its send time.
+async fn on_ticks(
+    target: Target,
+    mut ticks: tokio::sync::mpsc::UnboundedReceiver<()>,
+    window: Window,
+    counters: Arc<Counters>,
+    pad: Arc<str>,
+) {
+    let mut k: u64 = 0;
+    while ticks.recv().await.is_some() {
+        let t = now_ns();
+        let data = payload(t, k, &pad);
+        if target
+            .handle
+            .signal_no_ack(&target.room, &target.to, data)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        counters.sent_all.fetch_add(1, Ordering::Relaxed);
+        if window.contains(t) {
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        k += 1;
+    }
+}
+
+/// The clock of [`Pacing::Even`]: from `start` until `end`, ticks the
+/// pairs' senders in turn, one every `1 / rate` seconds. A thread of its
+/// own, because `std::thread::sleep` wakes within microseconds where the
+/// runtime's timer rounds to milliseconds. Falling behind, it catches up at
+/// once.
+fn even_clock(
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<()>>,
+    rate: f64,
+    start: Instant,
+    end: Instant,
+) {
+    let mut n: u64 = 0;
+    loop {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        if due >= end {
+            break;
+        }
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if senders[(n % senders.len() as u64) as usize]
+            .send(())
+            .is_err()
+        {
+            break;
+        }
+        n += 1;
+    }
+}
+
 /// Runs `pairs`.
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     anyhow::ensure!(args.pairs > 0, "--pairs must be at least 1");
@@ -91,6 +167,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
     let pad: Arc<str> = "x".repeat(args.payload).into();
 
     let (mut receivers, mut drains, mut senders) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ticks = Vec::new();
     for (i, pair) in pairs.into_iter().enumerate() {
         let target = Target {
             handle: pair.sender.handle(),
@@ -110,13 +187,28 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
             counters.clone(),
             stop.clone(),
         )));
-        // Stagger the pairs over one aggregate period so that the total is
-        // paced, not bursts of one signal per pair.
-        let first = start + Duration::from_secs_f64(i as f64 / args.rate);
         let (c, pad) = (counters.clone(), pad.clone());
-        senders.push(tokio::spawn(pace(
-            target, per_pair, first, end, window, c, pad,
-        )));
+        match args.pacing {
+            Pacing::Even => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                ticks.push(tx);
+                senders.push(tokio::spawn(on_ticks(target, rx, window, c, pad)));
+            }
+            Pacing::Tick => {
+                // Stagger the pairs over one aggregate period so that the
+                // total is paced, not bursts of one signal per pair.
+                let first = start + Duration::from_secs_f64(i as f64 / args.rate);
+                senders.push(tokio::spawn(pace(
+                    target, per_pair, first, end, window, c, pad,
+                )));
+            }
+        }
+    }
+    if !ticks.is_empty() {
+        let rate = args.rate;
+        std::thread::Builder::new()
+            .name("pacing".into())
+            .spawn(move || even_clock(ticks, rate, start, end))?;
     }
     for s in senders {
         s.await?;
@@ -166,6 +258,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
         "duration_s": args.duration.as_secs_f64(),
         "warmup_s": args.warmup.as_secs_f64(),
         "payload_bytes": args.payload,
+        "pacing": format!("{:?}", args.pacing).to_lowercase(),
         "sent": sent,
         "send_rate": send_rate,
         "delivered": delivered,
