@@ -264,6 +264,10 @@ pub(crate) async fn open_ws(
         subprotocol: options.subprotocol.as_deref(),
         origin: options.origin.as_deref(),
         read_buffer: options.read_buffer,
+        trust: crate::tls::Trust {
+            cert_hashes: &options.cert_hashes,
+            insecure: options.insecure_skip_verify,
+        },
     };
     let (conn, _selected) = ws::open(url, upgrade).await?;
     Ok(ws::split(conn))

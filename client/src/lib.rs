@@ -78,6 +78,7 @@ pub mod raw;
 mod seq;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod transport;
 mod ws;
 mod wt;

@@ -45,17 +45,17 @@ pub struct Options {
     /// WebTransport, the most read from the control stream at once
     /// (between 1 KiB and 64 KiB).
     pub read_buffer: usize,
-    /// WebTransport: trust a server whose certificate has one of these
-    /// SHA-256 digests (of the DER certificate), as a browser's
-    /// `serverCertificateHashes` does. The certificate must then also be
-    /// ECDSA P-256 and valid for at most 14 days; the gateway's
-    /// self-signed one is, and serves its hash at
+    /// Trust a server whose certificate has one of these SHA-256 digests
+    /// (of the DER certificate), as a browser's `serverCertificateHashes`
+    /// does: over WebTransport, and over `wss://` too. Over WebTransport
+    /// the certificate must then also be ECDSA P-256 and valid for at most
+    /// 14 days; the gateway's self-signed one is, and serves its hash at
     /// `/webtransport/cert-hash` ([`crate::fetch_cert_hash`]). When empty
     /// (the default), the server's certificate is verified against the
-    /// system's root certificates.
+    /// system's root certificates (and its name against the URL's host).
     pub cert_hashes: Vec<[u8; 32]>,
-    /// WebTransport: accept any server certificate. For tests only: it
-    /// gives up on knowing who the server is.
+    /// Accept any server certificate, over WebTransport and `wss://`. For
+    /// tests only: it gives up on knowing who the server is.
     pub insecure_skip_verify: bool,
     /// WebTransport: connect from this shared endpoint (its certificate
     /// trust applies, not `cert_hashes`/`insecure_skip_verify`) instead of a
@@ -64,7 +64,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// Default options that accept any WebTransport server certificate
+    /// Default options that accept any server certificate
     /// ([`Options::insecure_skip_verify`]). For tests only.
     pub fn insecure() -> Self {
         Self {
@@ -73,7 +73,7 @@ impl Options {
         }
     }
 
-    /// Default options that trust the WebTransport server certificate with
+    /// Default options that trust the server certificate with
     /// this SHA-256 digest ([`Options::cert_hashes`]).
     pub fn with_cert_hash(hash: [u8; 32]) -> Self {
         Self {

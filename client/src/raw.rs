@@ -96,6 +96,10 @@ impl RawSocket {
             subprotocol: options.subprotocol.as_deref(),
             origin: options.origin.as_deref(),
             read_buffer: 16 * 1024,
+            trust: crate::tls::Trust {
+                cert_hashes: &[],
+                insecure: false,
+            },
         };
         let (conn, subprotocol) = tokio::time::timeout(options.timeout, ws::open(url, upgrade))
             .await

@@ -30,13 +30,16 @@ pub(crate) struct Upgrade<'a> {
     pub(crate) origin: Option<&'a str>,
     /// tungstenite's eagerly allocated read buffer.
     pub(crate) read_buffer: usize,
+    /// Which certificates a `wss://` server may present.
+    pub(crate) trust: crate::tls::Trust<'a>,
 }
 
 fn header(value: &str, name: &str) -> Result<HeaderValue, Error> {
     HeaderValue::from_str(value).map_err(|e| Error::InvalidInput(format!("{name}: {e}")))
 }
 
-/// Opens a WebSocket: TCP connect (Nagle off), then the HTTP upgrade. Returns
+/// Opens a WebSocket: TCP connect (Nagle off), TLS for `wss://`, then the
+/// HTTP upgrade. Returns
 /// the connection and the subprotocol the server selected.
 pub(crate) async fn open(url: &str, upgrade: Upgrade<'_>) -> Result<(Conn, Option<String>), Error> {
     let mut request = url.into_client_request().map_err(from_ws)?;
@@ -49,8 +52,17 @@ pub(crate) async fn open(url: &str, upgrade: Upgrade<'_>) -> Result<(Conn, Optio
         request.headers_mut().insert(ORIGIN, header(o, "origin")?);
     }
     let config = WebSocketConfig::default().read_buffer_size(upgrade.read_buffer);
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        let tls = crate::tls::client_config(upgrade.trust)
+            .map_err(|e| Error::InvalidInput(format!("TLS configuration: {e}")))?;
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            tls,
+        )))
+    } else {
+        None
+    };
     let (conn, response) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
             .await
             .map_err(from_ws)?;
     let selected = response

@@ -11,7 +11,9 @@
 //!
 //! `--transport ws|wt` picks WebSocket or WebTransport for every
 //! subcommand; WebTransport trusts the gateway's self-signed certificate by
-//! the hash it serves at `/webtransport/cert-hash` (or `--insecure`).
+//! the hash it serves at `/webtransport/cert-hash` (or `--insecure`). A
+//! `wss://` URL is WebSocket over TLS (a gateway with `TLS_CERT`/`TLS_KEY`),
+//! verified against the system's roots (or `--insecure`).
 //!
 //! Every subcommand prints a one-line summary, or with `--json` one JSON
 //! object. The gateway rate-limits each connection (50/s by default): run it
@@ -67,7 +69,9 @@ struct Global {
     /// `http://HOST:PORT` of `--url`).
     #[arg(long, global = true)]
     http: Option<String>,
-    /// WebTransport: accept any certificate instead of fetching its hash.
+    /// Accept any server certificate: over WebTransport instead of fetching
+    /// its hash, over `wss://` instead of verifying it against the system's
+    /// roots.
     #[arg(long, global = true)]
     insecure: bool,
     /// WebTransport: open every connection from one shared client endpoint

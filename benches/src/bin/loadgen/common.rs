@@ -153,6 +153,7 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 /// The transport of a run, for reports.
 pub(crate) fn transport_name(global: &Global) -> &'static str {
     match global.transport {
+        TransportArg::Ws if global.url.starts_with("wss://") => "wss",
         TransportArg::Ws => "ws",
         TransportArg::Wt => "wt",
     }
