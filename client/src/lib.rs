@@ -37,7 +37,7 @@
 //! # Modules and types
 //!
 //! - [`Client`] (`client`): connects over the transport the URL selects
-//!   ([`Transport`]: `ws://` WebSocket, `https://` WebTransport), says
+//!   ([`Transport`]: `ws://` or `wss://` WebSocket, `https://` WebTransport), says
 //!   `hello` → `welcome` (optionally resuming), yields [`Event`]s, closes with a code or drops the
 //!   connection ([`Client::abort`]) to exercise resume.
 //! - [`Handle`] (`client`): the cloneable request side. Typed requests
@@ -46,8 +46,8 @@
 //!   and `send_raw_*` send without waiting. It also exposes `seq` tracking:
 //!   [`Handle::last_seq`], [`Handle::seq_errors`], [`Handle::resume_info`].
 //! - [`Options`] (`options`): token, resume, subprotocol, `Origin`, `hello`
-//!   id and version, timeouts, buffer sizes, WebTransport certificate
-//!   trust ([`fetch_cert_hash`] gets the gateway's self-signed one).
+//!   id and version, timeouts, buffer sizes, certificate trust for
+//!   WebTransport and `wss://` ([`fetch_cert_hash`] gets the gateway's self-signed one).
 //! - [`Event`] (`event`), [`Error`] and [`CloseInfo`] (`error`),
 //!   [`SeqError`] (`seq`).
 //! - [`IntoRoom`], [`IntoPeer`], [`IntoData`] (`fields`): request arguments
