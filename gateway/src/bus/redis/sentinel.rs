@@ -8,6 +8,19 @@
 //! the one multiplexed command connection is dropped on any error, and the
 //! primary is looked up again through the sentinels (which also check its
 //! `ROLE`).
+//!
+//! A failover is noticed three ways, whichever comes first: a command
+//! failing (the primary died, or Sentinel closed the connection), a
+//! `+switch-master` event from a sentinel ([`Primary::watch`]), or the
+//! periodic look-up that backs the events up. The events matter for a
+//! failover the old primary survives (`SENTINEL FAILOVER`, or a network
+//! partition that heals): Sentinel leaves the old primary a writable
+//! primary, with every client connection open, until it converts it to a
+//! replica some ten seconds later (four of its 2 s hello periods after it
+//! sees the role mismatch), killing those connections only then. A client
+//! that waits for that writes for ten seconds into a node whose data is
+//! about to be thrown away, and fails whatever it had in flight at the
+//! moment of the kill.
 
 use super::*;
 use redis::aio::{MultiplexedConnection, PubSub};
@@ -17,10 +30,24 @@ use tokio::sync::watch;
 
 /// Longest one lookup of the primary may take (every sentinel asked).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the sentinels are asked for the primary even without an
+/// event (one missed while no sentinel was watched).
+const POLL: Duration = Duration::from_secs(5);
+/// The sentinels' event for a completed failover: `<name> <old ip> <old
+/// port> <new ip> <new port>`.
+const SWITCH_MASTER: &str = "+switch-master";
+
+/// What woke [`Primary::watch`].
+enum Wake {
+    Poll,
+    Event(Option<redis::Msg>),
+}
 
 /// The primary as the sentinels name it.
 pub(super) struct Primary {
     client: tokio::sync::Mutex<SentinelClient>,
+    /// The name the sentinels monitor the primary under.
+    master: String,
     /// The command connection to the current primary, once made.
     conn: Mutex<Option<MultiplexedConnection>>,
     /// The primary's address as last looked up.
@@ -80,6 +107,7 @@ impl Primary {
         }
         Ok(Self {
             client: tokio::sync::Mutex::new(b.build()?),
+            master: sentinel.master.clone(),
             conn: Mutex::default(),
             addr: Mutex::default(),
             epoch: watch::Sender::new(0),
@@ -148,5 +176,88 @@ impl Primary {
     /// Changes whenever the primary does.
     pub(super) fn epochs(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()
+    }
+
+    /// Follows the sentinels' `+switch-master` events (on one sentinel at
+    /// a time, the next one when it goes away) and asks them for the
+    /// primary every [`POLL`] besides, so a failover whose old primary
+    /// stays up is followed at once instead of when Sentinel finally
+    /// demotes it.
+    pub(super) async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut events: Option<redis::aio::PubSubStream> = None;
+        loop {
+            let event = async {
+                match events.as_mut() {
+                    Some(stream) => Wake::Event(stream.next().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = poll.tick() => Wake::Poll,
+                e = event => e,
+            };
+            match wake {
+                Wake::Poll => {
+                    if events.is_none() {
+                        events = self.subscribe().await;
+                    }
+                    // Only once the primary has been found: before that
+                    // the first command looks it up anyway.
+                    if lock(&self.addr).is_some() {
+                        let _ = self.lookup().await;
+                    }
+                }
+                Wake::Event(Some(msg)) => {
+                    let text: String = msg.get_payload().unwrap_or_default();
+                    if text.split(' ').next() == Some(self.master.as_str()) {
+                        tracing::info!(event = %text, "a sentinel announced a failover");
+                        self.follow().await;
+                    }
+                }
+                Wake::Event(None) => {
+                    tracing::debug!("sentinel event connection lost");
+                    events = None;
+                    poll.reset_immediately();
+                }
+            }
+        }
+    }
+
+    /// A connection to one sentinel, subscribed to its failover events.
+    async fn subscribe(&self) -> Option<redis::aio::PubSubStream> {
+        let client = {
+            let mut sentinels = self.client.lock().await;
+            tokio::time::timeout(LOOKUP_TIMEOUT, sentinels.async_get_sentinel_client())
+                .await
+                .ok()?
+                .ok()?
+        };
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(SWITCH_MASTER).await?;
+            redis::RedisResult::Ok(pubsub.into_on_message())
+        };
+        match tokio::time::timeout(LOOKUP_TIMEOUT, subscribed).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot watch the sentinels' events");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Looks the primary up after an announced failover (a few tries: the
+    /// new primary may still be settling).
+    async fn follow(&self) {
+        for _ in 0..5 {
+            if self.lookup().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
