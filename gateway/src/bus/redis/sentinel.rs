@@ -50,6 +50,12 @@ pub(super) struct Primary {
     master: String,
     /// The command connection to the current primary, once made.
     conn: Mutex<Option<MultiplexedConnection>>,
+    /// A task is making the command connection.
+    connecting: AtomicBool,
+    /// Woken when that task is done.
+    made: tokio::sync::Notify,
+    /// Why it failed, last time.
+    failed: Mutex<Option<String>>,
     /// The primary's address as last looked up.
     addr: Mutex<Option<String>>,
     /// Bumped whenever the primary changed (the subscriber follows it).
@@ -109,6 +115,9 @@ impl Primary {
             client: tokio::sync::Mutex::new(b.build()?),
             master: sentinel.master.clone(),
             conn: Mutex::default(),
+            connecting: AtomicBool::new(false),
+            made: tokio::sync::Notify::new(),
+            failed: Mutex::default(),
             addr: Mutex::default(),
             epoch: watch::Sender::new(0),
             metrics,
@@ -146,20 +155,64 @@ impl Primary {
     }
 
     /// The command connection to the primary, made on first use and after
-    /// every [`Primary::forget`].
-    pub(super) async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// every [`Primary::forget`]. The look-up and connection run in a task
+    /// of their own, one at a time, which a caller giving up (the outbox's
+    /// batch timeout) does not cancel: on a slow network (or a loaded
+    /// host, TLS handshakes included) a connection that takes longer than
+    /// one batch may is still made, and the next batch uses it, instead of
+    /// every batch starting over and giving up in turn.
+    pub(super) async fn conn(self: &Arc<Self>) -> redis::RedisResult<MultiplexedConnection> {
+        let made = self.made.notified();
+        tokio::pin!(made);
+        made.as_mut().enable();
         if let Some(c) = lock(&self.conn).clone() {
             return Ok(c);
         }
+        if !self.connecting.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(LOOKUP_TIMEOUT + COMMAND_TIMEOUT, me.connect())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "redis primary connection timed out",
+                        )))
+                    });
+                match r {
+                    // Unless the primary moved meanwhile.
+                    Ok((c, epoch)) if *me.epoch.borrow() == epoch => *lock(&me.conn) = Some(c),
+                    Ok(_) => *lock(&me.failed) = Some("redis primary moved".into()),
+                    Err(e) => *lock(&me.failed) = Some(e.to_string()),
+                }
+                me.connecting.store(false, Ordering::Release);
+                me.made.notify_waiters();
+            });
+        }
+        made.await;
+        if let Some(c) = lock(&self.conn).clone() {
+            return Ok(c);
+        }
+        let why = lock(&self.failed).clone().unwrap_or_default();
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "redis primary unreachable",
+            why,
+        )))
+    }
+
+    /// A connection to the primary the sentinels name, and the epoch it
+    /// belongs to.
+    async fn connect(&self) -> redis::RedisResult<(MultiplexedConnection, u64)> {
         let client = self.lookup().await?;
+        let epoch = *self.epoch.borrow();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
         let c = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        *lock(&self.conn) = Some(c.clone());
-        Ok(c)
+        Ok((c, epoch))
     }
 
     /// The command connection failed (or hit a replica): the next command
@@ -212,9 +265,12 @@ impl Primary {
                 }
                 Wake::Event(Some(msg)) => {
                     let text: String = msg.get_payload().unwrap_or_default();
-                    if text.split(' ').next() == Some(self.master.as_str()) {
+                    let words: Vec<&str> = text.split(' ').collect();
+                    if let [name, _, _, host, port] = words[..]
+                        && name == self.master
+                    {
                         tracing::info!(event = %text, "a sentinel announced a failover");
-                        self.follow().await;
+                        self.follow(&format!("{host}:{port}")).await;
                     }
                 }
                 Wake::Event(None) => {
@@ -250,11 +306,14 @@ impl Primary {
         }
     }
 
-    /// Looks the primary up after an announced failover (a few tries: the
-    /// new primary may still be settling).
-    async fn follow(&self) {
-        for _ in 0..5 {
-            if self.lookup().await.is_ok() {
+    /// Looks the primary up after a failover to `announced` until the
+    /// sentinels name it (the one asked first may not have heard yet, and
+    /// a primary that survived the failover still says it is one).
+    async fn follow(&self, announced: &str) {
+        for _ in 0..10 {
+            if let Ok(client) = self.lookup().await
+                && addr_of(client.get_connection_info().addr()) == announced
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
