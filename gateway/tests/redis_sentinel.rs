@@ -354,6 +354,15 @@ async fn failover_mid_signaling(how: Failover, security: Security) -> Outcome {
             gw.metrics().await
         );
         assert!(gw.log().contains("redis failover"), "{}", gw.log());
+        if how != Failover::Demoted {
+            // Heard from the sentinels themselves (over TLS, with their
+            // password, in the secure topology).
+            assert!(
+                gw.log().contains("a sentinel announced a failover"),
+                "{}",
+                gw.log()
+            );
+        }
         for secret in [NODE_PASSWORD, SENTINEL_PASSWORD] {
             assert!(
                 !gw.log().contains(secret),
