@@ -154,6 +154,7 @@ async fn haproxy_routes_sticky_and_takes_a_draining_instance_out_of_rotation() {
         password: Some("infra-test-password".into()),
         tls: Some(RedisTls::ServerOnly),
         conf: Some(infra::dir().join("redis.conf")),
+        ..RedisOptions::default()
     })
     .await;
     let mut gws: Vec<Gateway> = Vec::new();

@@ -1,9 +1,10 @@
 //! Redis behind Sentinel: one primary, one replica, three sentinels
 //! (`down-after-milliseconds` 1000), two gateways. The primary is
-//! SIGKILLed (or demoted behind the clients' backs) in the middle of
-//! cross-instance signaling; the gateways follow the new primary for
-//! commands and pub/sub without a restart, requests fail fast with
-//! `internal` meanwhile, and everything converges.
+//! SIGKILLed (or failed over by `SENTINEL FAILOVER`, or demoted behind the
+//! clients' backs) in the middle of cross-instance signaling; the gateways
+//! follow the new primary for commands and pub/sub without a restart,
+//! requests fail fast with `internal` meanwhile, and everything converges.
+//! The same over TLS with passwords on the nodes and on the sentinels.
 
 mod common;
 mod scale;
@@ -11,7 +12,10 @@ mod scale;
 use common::{WAIT, within};
 use pantheon_client::protocol::{ErrorCode, PeerId, ServerMessage};
 use pantheon_client::{Client, Event, Options};
-use pantheon_testkit::{Gateway, RedisOptions, SentinelTiming, Sentinels, metric_sum};
+use pantheon_testkit::resp::Conn;
+use pantheon_testkit::{
+    Gateway, Pki, RedisOptions, RedisTls, SentinelTiming, Sentinels, Wait, metric_sum,
+};
 use scale::{connect, connect_with, instance, join_all, members, peers_of};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -24,15 +28,51 @@ use tokio::time::Instant;
 const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 /// Sessions must outlive the failover window here.
 const GRACE_MS: &str = "30000";
+/// The data nodes' password in the TLS topology.
+const NODE_PASSWORD: &str = "node-pw-3c9e-do-not-log";
+/// The sentinels' own password in the TLS topology.
+const SENTINEL_PASSWORD: &str = "sentinel-pw-81d4-do-not-log";
 
-async fn topology() -> (Sentinels, Gateway, Gateway) {
-    let sentinels = Sentinels::start(
-        RedisOptions::password("s3cret"),
-        1,
-        3,
-        SentinelTiming::default(),
-    )
-    .await;
+/// How the sentinels and nodes are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// A password on the data nodes, plain TCP.
+    Password,
+    /// TLS everywhere (replication and the sentinels' links included),
+    /// one password on the data nodes and another on the sentinels.
+    Tls,
+}
+
+async fn start_sentinels(security: Security) -> Sentinels {
+    match security {
+        Security::Password => {
+            Sentinels::start(
+                RedisOptions::password("s3cret"),
+                1,
+                3,
+                SentinelTiming::default(),
+            )
+            .await
+        }
+        Security::Tls => {
+            Sentinels::start_with_sentinel_password(
+                RedisOptions {
+                    password: Some(NODE_PASSWORD.into()),
+                    tls: Some(RedisTls::ServerOnly),
+                    ..RedisOptions::default()
+                },
+                1,
+                3,
+                SentinelTiming::default(),
+                Some(SENTINEL_PASSWORD),
+            )
+            .await
+        }
+    }
+}
+
+async fn topology(security: Security) -> (Sentinels, Gateway, Gateway) {
+    let sentinels = start_sentinels(security).await;
     let env = sentinels.env();
     let gw = |name: &'static str| {
         instance(name, "local", &env)
@@ -120,13 +160,24 @@ struct Outcome {
 enum Failover {
     /// SIGKILL; the sentinels promote the replica.
     Kill,
+    /// `SENTINEL FAILOVER`: the replica is promoted while the old primary
+    /// stays up, a writable primary with its clients' connections open
+    /// until Sentinel converts it to a replica some ten seconds later
+    /// (killing those connections then).
+    Manual,
     /// The old primary is made a replica and nobody closes the clients'
     /// connections: they answer `READONLY`.
     Demoted,
 }
 
-async fn failover_mid_signaling(how: Failover) -> Outcome {
-    let (mut sentinels, gw_a, gw_b) = topology().await;
+/// The failover tests run one at a time: each measures a bound, and five
+/// redis processes, two gateways and a signal every 50 ms apiece are
+/// enough for a two-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn failover_mid_signaling(how: Failover, security: Security) -> Outcome {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (mut sentinels, gw_a, gw_b) = topology(security).await;
     let a = connect(&gw_a).await;
     let mut b = connect(&gw_b).await;
     let mut c = connect(&gw_a).await;
@@ -149,6 +200,7 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         Failover::Kill => {
             sentinels.kill_primary().await;
         }
+        Failover::Manual => sentinels.manual_failover().await,
         Failover::Demoted => {
             sentinels.demote_behind_clients_backs().await;
         }
@@ -172,6 +224,27 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
             false
         })
     };
+    // When Sentinel converts the surviving old primary to a replica.
+    let converted = (how == Failover::Manual).then(|| {
+        let addr = sentinels.nodes()[0].addr();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut c) = Conn::connect(addr).await {
+                    let _ = c.cmd(&["AUTH", "s3cret"]).await;
+                    if let Ok(role) = c.cmd(&["ROLE"]).await
+                        && role.items().first().and_then(|r| r.text()).as_deref() == Some("slave")
+                    {
+                        return t0.elapsed();
+                    }
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "Sentinel never converted the old primary to a replica"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
     let first = before.len() as u64;
     let sending = signal_loop(
         &a,
@@ -183,7 +256,20 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
         sentinels.wait_promoted(old, RECOVERY_BOUND).await;
         t0.elapsed()
     };
-    let (during, promoted_at) = tokio::join!(sending, promoting);
+    let (mut during, promoted_at) = tokio::join!(sending, promoting);
+    if let Some(converted) = converted {
+        // The moment the old primary stops being one (and Sentinel kills
+        // every connection to it) must lie inside the signaling: it is
+        // what used to fail requests long after the failover.
+        let at = converted.await.unwrap();
+        println!(
+            "old primary converted to a replica {} ms after the failover",
+            at.as_millis()
+        );
+        let next = first + during.len() as u64;
+        let until = (t0 + at + Duration::from_millis(1500)).max(Instant::now());
+        during.extend(signal_loop(&a, &b_id, next, until).await);
+    }
     let saw_503 = watch_ready.await.unwrap();
 
     // Every failure was `internal`, and fast.
@@ -268,6 +354,22 @@ async fn failover_mid_signaling(how: Failover) -> Outcome {
             gw.metrics().await
         );
         assert!(gw.log().contains("redis failover"), "{}", gw.log());
+        if how != Failover::Demoted {
+            // Heard from the sentinels themselves (over TLS, with their
+            // password, in the secure topology).
+            assert!(
+                gw.log().contains("a sentinel announced a failover"),
+                "{}",
+                gw.log()
+            );
+        }
+        for secret in [NODE_PASSWORD, SENTINEL_PASSWORD] {
+            assert!(
+                !gw.log().contains(secret),
+                "{} logged a password",
+                gw.name()
+            );
+        }
         if how == Failover::Demoted {
             // Noticed by a write that reached the demoted primary.
             let both = gw_a.log() + &gw_b.log();
@@ -370,7 +472,7 @@ async fn ready_status(addr: std::net::SocketAddr) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_primary_mid_signaling_recovers_within_the_bound() {
-    let o = failover_mid_signaling(Failover::Kill).await;
+    let o = failover_mid_signaling(Failover::Kill, Security::Password).await;
     // Measured figures (docs/scale-out.md): run with --nocapture.
     println!(
         "sentinel failover (SIGKILL): signaling back after {} ms; promotion noticed after {} ms",
@@ -381,9 +483,89 @@ async fn sigkill_of_the_primary_mid_signaling_recovers_within_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_left_open_to_a_demoted_primary_are_moved() {
-    let o = failover_mid_signaling(Failover::Demoted).await;
+    let o = failover_mid_signaling(Failover::Demoted, Security::Password).await;
     println!(
         "stale connections to a demoted primary: signaling back after {} ms",
         o.recovered.as_millis()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_is_followed_at_once() {
+    let o = failover_mid_signaling(Failover::Manual, Security::Password).await;
+    println!(
+        "sentinel failover (SENTINEL FAILOVER): signaling back after {} ms; promotion noticed after {} ms",
+        o.recovered.as_millis(),
+        o.promoted.as_millis()
+    );
+}
+
+/// TLS to the data nodes and to the sentinels (verified with
+/// `REDIS_CA_CERT`), replication and the sentinels' own links over TLS, a
+/// password on the nodes and another on the sentinels: the SIGKILL test
+/// holds as in the clear, and neither password is ever shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_passwords_a_sigkill_of_the_primary_is_followed() {
+    let o = failover_mid_signaling(Failover::Kill, Security::Tls).await;
+    println!(
+        "sentinel failover over TLS (SIGKILL): signaling back after {} ms; promotion noticed after {} ms",
+        o.recovered.as_millis(),
+        o.promoted.as_millis()
+    );
+}
+
+/// A gateway whose `REDIS_CA_CERT` did not sign the sentinels' certificate
+/// refuses to start (64); one with the wrong sentinel password starts but
+/// is never ready, and shows the password nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_wrong_ca_stops_the_gateway_and_a_wrong_sentinel_password_is_never_ready() {
+    let sentinels = start_sentinels(Security::Tls).await;
+    let with = |key: &str, value: &str| {
+        let mut env = sentinels.env();
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+        env
+    };
+    let stranger = Pki::generate();
+    let refused = Gateway::builder(scale::pantheon())
+        .name("wrong-ca")
+        .envs(with(
+            "REDIS_CA_CERT",
+            &stranger.ca_cert().display().to_string(),
+        ))
+        .wait(Wait::Listening)
+        .try_spawn()
+        .await;
+    let (code, log) = match refused {
+        Err(exited) => (exited.code, exited.log),
+        Ok(mut gw) => match gw.wait_exit(Duration::from_secs(10)).await {
+            Some(status) => (status.code(), gw.log()),
+            None => panic!(
+                "still running with a CA that did not sign the sentinels:\n{}",
+                gw.log()
+            ),
+        },
+    };
+    assert_eq!(code, Some(64), "{log}");
+    assert!(log.contains("REDIS_CA_CERT"), "{log}");
+    assert!(!log.contains(NODE_PASSWORD) && !log.contains(SENTINEL_PASSWORD));
+
+    let wrong = "wrong-sentinel-pw-do-not-log";
+    let gw = instance("wrong-pw", "local", &with("REDIS_SENTINEL_PASSWORD", wrong))
+        .wait(Wait::Listening)
+        .spawn()
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        gw.ready_status().await,
+        503,
+        "ready with a wrong sentinel password"
+    );
+    assert_eq!(gw.health().await["redis"], "down");
+    for secret in [wrong, NODE_PASSWORD] {
+        assert!(!gw.log().contains(secret), "{}", gw.log());
+        for path in ["/health", "/metrics"] {
+            assert!(!gw.http_get(path).await.1.contains(secret));
+        }
+    }
 }

@@ -6,6 +6,7 @@ use crate::resp::{Conn, Value};
 use crate::tls::Pki;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -30,6 +31,9 @@ pub struct RedisOptions {
     /// A configuration file read first (the test's own settings, given as
     /// arguments, override it).
     pub conf: Option<std::path::PathBuf>,
+    /// The certificates to serve TLS with (several servers sharing one CA,
+    /// as the nodes of a replicated set do); fresh ones when `None`.
+    pub pki: Option<Arc<Pki>>,
 }
 
 impl RedisOptions {
@@ -62,7 +66,7 @@ pub struct Redis {
     port: u16,
     opts: RedisOptions,
     extra_args: Vec<String>,
-    pki: Option<Pki>,
+    pki: Option<Arc<Pki>>,
     dir: TempDir,
     proc: Option<Proc>,
     starts: u32,
@@ -83,7 +87,11 @@ impl Redis {
         opts: RedisOptions,
         extra: impl Fn(u16) -> Vec<String>,
     ) -> Self {
-        let mut pki = opts.tls.map(|_| Pki::generate());
+        let mut pki = opts.tls.map(|_| {
+            opts.pki
+                .clone()
+                .unwrap_or_else(|| Arc::new(Pki::generate()))
+        });
         let mut dir = tempfile::Builder::new()
             .prefix("pantheon-redis-")
             .tempdir()
@@ -217,7 +225,7 @@ impl Redis {
 
     /// The certificates, when TLS is on.
     pub fn pki(&self) -> Option<&Pki> {
-        self.pki.as_ref()
+        self.pki.as_deref()
     }
 
     /// The process id, while it runs.

@@ -3,10 +3,12 @@
 
 use crate::port::free_tcp_port;
 use crate::process::{Proc, tail};
-use crate::redis::{Redis, RedisOptions};
+use crate::redis::{Redis, RedisOptions, RedisTls};
 use crate::resp::{Conn, Value};
+use crate::tls::Pki;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -52,7 +54,33 @@ pub struct Sentinels {
     nodes: Vec<Redis>,
     sentinels: Vec<SentinelProc>,
     password: Option<String>,
+    /// The sentinels' own `requirepass`.
+    sentinel_password: Option<String>,
+    /// One CA for every node and sentinel, when TLS is on.
+    pki: Option<Arc<Pki>>,
     _dir: TempDir,
+}
+
+/// How the sentinels are reached.
+#[derive(Debug, Clone)]
+struct Access {
+    pki: Option<Arc<Pki>>,
+    password: Option<String>,
+}
+
+impl Access {
+    /// A connection to a sentinel, over TLS when it is on, authenticated
+    /// when the sentinels have a password.
+    async fn conn(&self, addr: SocketAddr) -> Result<Conn, crate::resp::Error> {
+        let mut c = match &self.pki {
+            Some(pki) => Conn::connect_tls(addr, pki.client_config(false)).await?,
+            None => Conn::connect(addr).await?,
+        };
+        if let Some(pw) = &self.password {
+            c.cmd(&["AUTH", pw]).await?;
+        }
+        Ok(c)
+    }
 }
 
 impl Sentinels {
@@ -64,14 +92,45 @@ impl Sentinels {
         sentinels: usize,
         timing: SentinelTiming,
     ) -> Self {
-        assert!(opts.tls.is_none(), "the Sentinel helper runs without TLS");
+        Self::start_with_sentinel_password(opts, replicas, sentinels, timing, None).await
+    }
+
+    /// [`Sentinels::start`], the sentinels requiring `sentinel_password`
+    /// (`requirepass` in sentinel.conf; they use it with each other too).
+    /// With `opts.tls` (server-only TLS) every node and sentinel speaks
+    /// only TLS, with certificates from one CA: replication
+    /// (`tls-replication yes`), the sentinels' links to the nodes and to
+    /// each other, and clients.
+    pub async fn start_with_sentinel_password(
+        mut opts: RedisOptions,
+        replicas: usize,
+        sentinels: usize,
+        timing: SentinelTiming,
+        sentinel_password: Option<&str>,
+    ) -> Self {
+        assert!(
+            opts.tls != Some(RedisTls::Mutual),
+            "the Sentinel helper runs server-only TLS"
+        );
+        let pki = opts.tls.map(|_| {
+            opts.pki
+                .clone()
+                .unwrap_or_else(|| Arc::new(Pki::generate()))
+        });
+        opts.pki = pki.clone();
         let password = opts.password.clone();
-        let auth = |pw: &Option<String>| -> Vec<String> {
-            pw.iter()
+        let tls = pki.is_some();
+        let common = |pw: &Option<String>| -> Vec<String> {
+            let mut a: Vec<String> = pw
+                .iter()
                 .flat_map(|p| ["--masterauth".to_owned(), p.clone()])
-                .collect()
+                .collect();
+            if tls {
+                a.extend(["--tls-replication".to_owned(), "yes".to_owned()]);
+            }
+            a
         };
-        let primary = Redis::start_with_args(opts.clone(), |_| auth(&password)).await;
+        let primary = Redis::start_with_args(opts.clone(), |_| common(&password)).await;
         let primary_port = primary.port();
         let mut nodes = vec![primary];
         for _ in 0..replicas {
@@ -80,7 +139,7 @@ impl Sentinels {
                 "127.0.0.1".to_owned(),
                 primary_port.to_string(),
             ];
-            args.extend(auth(&password));
+            args.extend(common(&password));
             nodes.push(Redis::start_with_args(opts.clone(), |_| args.clone()).await);
         }
         let dir = tempfile::Builder::new()
@@ -88,18 +147,49 @@ impl Sentinels {
             .tempdir()
             .expect("temp dir");
         let quorum = sentinels / 2 + 1;
+        let access = Access {
+            pki: pki.clone(),
+            password: sentinel_password.map(str::to_owned),
+        };
         let mut procs = Vec::with_capacity(sentinels);
         for i in 0..sentinels {
-            procs.push(spawn_sentinel(&dir, i, primary_port, quorum, timing, &password).await);
+            let conf = SentinelConf {
+                primary_port,
+                quorum,
+                timing,
+                password: &password,
+                access: &access,
+            };
+            procs.push(spawn_sentinel(&dir, i, &conf).await);
         }
         let set = Self {
             nodes,
             sentinels: procs,
             password,
+            sentinel_password: access.password,
+            pki,
             _dir: dir,
         };
         set.wait_formed(replicas, sentinels).await;
         set
+    }
+
+    fn access(&self) -> Access {
+        Access {
+            pki: self.pki.clone(),
+            password: self.sentinel_password.clone(),
+        }
+    }
+
+    /// A connection to sentinel `s` (TLS and password as configured).
+    async fn sentinel_conn(&self, s: &SentinelProc) -> Result<Conn, crate::resp::Error> {
+        self.access().conn(s.addr()).await
+    }
+
+    /// The CA every node and sentinel's certificate is signed by, when
+    /// TLS is on.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_deref()
     }
 
     async fn wait_formed(&self, replicas: usize, sentinels: usize) {
@@ -120,7 +210,7 @@ impl Sentinels {
         }
         for s in &self.sentinels {
             loop {
-                let mut c = Conn::connect(s.addr()).await.expect("sentinel");
+                let mut c = self.sentinel_conn(s).await.expect("sentinel");
                 let others = c
                     .cmd(&["SENTINEL", "SENTINELS", SENTINEL_MASTER])
                     .await
@@ -147,7 +237,9 @@ impl Sentinels {
     }
 
     /// The variables that point a gateway at the sentinels:
-    /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`, and `REDIS_PASSWORD`.
+    /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`, and as configured
+    /// `REDIS_PASSWORD`, `REDIS_SENTINEL_PASSWORD`, `REDIS_TLS` and
+    /// `REDIS_CA_CERT`.
     pub fn env(&self) -> Vec<(String, String)> {
         let list: Vec<String> = self
             .sentinels
@@ -164,13 +256,20 @@ impl Sentinels {
         if let Some(pw) = &self.password {
             env.push(("REDIS_PASSWORD".into(), pw.clone()));
         }
+        if let Some(pw) = &self.sentinel_password {
+            env.push(("REDIS_SENTINEL_PASSWORD".into(), pw.clone()));
+        }
+        if let Some(pki) = &self.pki {
+            env.push(("REDIS_TLS".into(), "true".into()));
+            env.push(("REDIS_CA_CERT".into(), pki.ca_cert().display().to_string()));
+        }
         env
     }
 
     /// The port of the primary as the first sentinel that answers names it.
     pub async fn primary_port(&self) -> Option<u16> {
         for s in &self.sentinels {
-            let Ok(mut c) = Conn::connect(s.addr()).await else {
+            let Ok(mut c) = self.sentinel_conn(s).await else {
                 continue;
             };
             if let Ok(v) = c
@@ -212,7 +311,8 @@ impl Sentinels {
     /// becomes a replica: the connections clients hold to it stay open,
     /// and writes on them fail with `READONLY`).
     pub async fn manual_failover(&self) {
-        let mut c = Conn::connect(self.sentinels[0].addr())
+        let mut c = self
+            .sentinel_conn(&self.sentinels[0])
             .await
             .expect("sentinel");
         c.must(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]).await;
@@ -239,7 +339,7 @@ impl Sentinels {
             .await;
         let quorum = (self.sentinels.len() / 2 + 1).to_string();
         for s in &self.sentinels {
-            let mut c = Conn::connect(s.addr()).await.expect("sentinel");
+            let mut c = self.sentinel_conn(s).await.expect("sentinel");
             let m = SENTINEL_MASTER;
             let down = c
                 .cmd(&["SENTINEL", "MASTER", m])
@@ -279,7 +379,7 @@ impl Sentinels {
         loop {
             let mut named = Vec::new();
             for s in &self.sentinels {
-                let port = match Conn::connect(s.addr()).await {
+                let port = match self.sentinel_conn(s).await {
                     Ok(mut c) => c
                         .cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER])
                         .await
@@ -335,32 +435,53 @@ impl SentinelProc {
     }
 }
 
-async fn spawn_sentinel(
-    dir: &TempDir,
-    i: usize,
+/// What every sentinel.conf says.
+struct SentinelConf<'a> {
     primary_port: u16,
     quorum: usize,
     timing: SentinelTiming,
-    password: &Option<String>,
-) -> SentinelProc {
+    /// The data nodes' password (`auth-pass`).
+    password: &'a Option<String>,
+    /// The sentinels' own password and TLS.
+    access: &'a Access,
+}
+
+async fn spawn_sentinel(dir: &TempDir, i: usize, c: &SentinelConf<'_>) -> SentinelProc {
     let mut last = String::new();
     // A port found free can be taken before the sentinel binds it.
     for attempt in 0..5 {
         let port = free_tcp_port();
         let conf = dir.path().join(format!("sentinel-{i}-{attempt}.conf"));
         let m = SENTINEL_MASTER;
+        let listen = match &c.access.pki {
+            // TLS only: to clients, and (`tls-replication`) to the nodes
+            // and the other sentinels.
+            Some(pki) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                pki.server_cert().display(),
+                pki.server_key().display(),
+                pki.ca_cert().display(),
+            ),
+            None => format!("port {port}\n"),
+        };
         let mut text = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
+            "{listen}bind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
              sentinel monitor {m} 127.0.0.1 {primary_port} {quorum}\n\
              sentinel down-after-milliseconds {m} {down}\n\
              sentinel failover-timeout {m} {failover}\n\
              sentinel parallel-syncs {m} 1\n",
             dir = dir.path().display(),
-            down = timing.down_after.as_millis(),
-            failover = timing.failover_timeout.as_millis(),
+            primary_port = c.primary_port,
+            quorum = c.quorum,
+            down = c.timing.down_after.as_millis(),
+            failover = c.timing.failover_timeout.as_millis(),
         );
-        if let Some(pw) = password {
+        if let Some(pw) = c.password {
             text.push_str(&format!("sentinel auth-pass {m} {pw}\n"));
+        }
+        if let Some(pw) = &c.access.password {
+            text.push_str(&format!("requirepass {pw}\n"));
         }
         std::fs::write(&conf, text).expect("writing sentinel.conf");
         let mut cmd = Command::new("redis-server");
@@ -375,8 +496,8 @@ async fn spawn_sentinel(
                 last = tail(&proc.log_text(), 20);
                 break;
             }
-            if let Ok(mut c) = Conn::connect(addr).await
-                && c.cmd(&["PING"]).await.is_ok()
+            if let Ok(mut conn) = c.access.conn(addr).await
+                && conn.cmd(&["PING"]).await.is_ok()
             {
                 return SentinelProc { port, proc };
             }

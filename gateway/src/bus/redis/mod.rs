@@ -270,6 +270,7 @@ impl Redis {
         let (commands, publish, source) = match (&s.cluster_nodes, &s.sentinel) {
             (None, Some(sentinel)) => {
                 let primary = Arc::new(Primary::new(&s, sentinel, metrics.clone())?);
+                tokio::spawn(primary.clone().watch(stop.clone()));
                 (
                     Commands::Sentinel(primary.clone()),
                     "PUBLISH",
@@ -391,6 +392,15 @@ impl Inner {
     fn commands_failed(&self) {
         if let Commands::Sentinel(p) = &self.commands {
             p.forget();
+        }
+    }
+
+    /// Changes whenever the sentinels name a new primary (`None`
+    /// without Sentinel).
+    fn epochs(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match &self.commands {
+            Commands::Sentinel(p) => Some(p.epochs()),
+            _ => None,
         }
     }
 

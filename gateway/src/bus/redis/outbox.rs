@@ -19,12 +19,28 @@ pub(super) enum Op {
     },
 }
 
+/// How one attempt at a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// Every operation was answered (some perhaps with an error of its own).
+    Done,
+    /// Redis could not be reached or failed mid-way: every operation was
+    /// answered `internal`.
+    Failed,
+    /// The node is a replica now (`READONLY`) and the batch had no effect
+    /// at all: every write was refused and every publication reached
+    /// nobody. Nothing was answered; the batch may run again elsewhere.
+    Refused,
+}
+
 /// Runs queued operations in order, many per round trip.
 pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
     // One connection held across batches: taking one from the pool costs a
     // health-check round trip, which a remote region pays dearly for.
     let mut held: Option<Conn> = None;
+    // In Sentinel mode: the primary the held connection goes to.
+    let mut epochs = inner.epochs();
     loop {
         let n = tokio::select! {
             () = stop.cancelled() => return,
@@ -33,9 +49,20 @@ pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: 
         if n == 0 {
             return;
         }
+        if let Some(epochs) = epochs.as_mut()
+            && epochs.has_changed().unwrap_or(false)
+        {
+            // The sentinels named a new primary: the held connection goes
+            // to the old one, which may still accept writes for a while.
+            epochs.borrow_and_update();
+            held = None;
+        }
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, run_batch(&inner, &mut held, &mut batch)).await;
+        let result = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            run_with_retry(&inner, &mut held, &mut batch),
+        )
+        .await;
         let ok = matches!(result, Ok(true));
         if !ok {
             held = None;
@@ -57,6 +84,34 @@ pub(super) async fn outbox(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, stop: 
     }
 }
 
+/// Runs one batch; a batch a demoted primary refused without any effect
+/// runs once more on the primary the sentinels name now (see
+/// [`Ran::Refused`]: it cannot be delivered twice, and nothing queued
+/// after it has run yet, so order holds). False when Redis could not be
+/// reached.
+async fn run_with_retry(inner: &Inner, held: &mut Option<Conn>, batch: &mut Vec<Op>) -> bool {
+    match run_batch(inner, held, batch).await {
+        Ran::Done => return true,
+        Ran::Failed => return false,
+        Ran::Refused => {}
+    }
+    *held = None;
+    inner.commands_failed();
+    inner.metrics.redis_errors.inc();
+    tracing::info!("retrying a batch the demoted primary refused on the primary named now");
+    match run_batch(inner, held, batch).await {
+        Ran::Done => true,
+        Ran::Failed => false,
+        Ran::Refused => {
+            fail(
+                batch,
+                RouteError::Unavailable("redis primary is now a replica".into()),
+            );
+            false
+        }
+    }
+}
+
 pub(super) fn fail(batch: &mut Vec<Op>, err: RouteError) {
     for op in batch.drain(..) {
         match op {
@@ -71,8 +126,20 @@ pub(super) fn fail(batch: &mut Vec<Op>, err: RouteError) {
     }
 }
 
-/// Runs one batch; false when Redis could not be reached.
-pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mut Vec<Op>) -> bool {
+fn readonly(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "READONLY")
+}
+
+/// An operation's result, answered once the whole batch is known.
+enum Answer {
+    Cmds(Result<Vec<Value>, RouteError>),
+    Direct(Result<(), RouteError>),
+}
+
+/// Runs one batch. Answers are sent only once every operation's outcome
+/// is known, so a batch that turns out to have been refused by a demoted
+/// primary ([`Ran::Refused`]) is still whole and unanswered.
+pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mut Vec<Op>) -> Ran {
     let conn = match held {
         Some(c) => c,
         None => match inner.conn().await {
@@ -80,7 +147,7 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
             Err(e) => {
                 inner.metrics.redis_errors.inc();
                 fail(batch, e);
-                return false;
+                return Ran::Failed;
             }
         },
     };
@@ -114,70 +181,118 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
     let replies: Vec<Value> = match exec(conn, &pipe).await {
         Ok(r) => r,
         Err(e) => {
+            // Whether any of it ran is unknown: failed, never repeated.
             inner.metrics.redis_errors.inc();
             if e.code() == Some("READONLY") {
                 demoted();
             }
             fail(batch, unavailable(e));
-            return false;
+            return Ran::Failed;
         }
     };
-    if replies
-        .iter()
-        .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
-    {
-        inner.metrics.redis_errors.inc();
-        demoted();
-        fail(
-            batch,
-            RouteError::Unavailable("redis primary is now a replica".into()),
-        );
-        return false;
+    // Did anything of this batch take effect anywhere? A publication that
+    // reached a subscriber did (a demoted primary still relays PUBLISH to
+    // its own subscribers), and so did any write that was not refused.
+    let is_publish = |c: &redis::Cmd| matches!(c.args_iter().next(), Some(redis::Arg::Simple(name)) if name == inner.publish.as_bytes());
+    let mut refused = false;
+    let mut effect = false;
+    for (cmd, reply) in pipe.cmd_iter().zip(&replies) {
+        if readonly(reply) {
+            refused = true;
+        } else if !is_publish(cmd) || !matches!(reply, Value::Int(0)) {
+            effect = true;
+        }
     }
+    let mut answers = Vec::with_capacity(batch.len());
     let mut replies = replies.into_iter();
-    for (op, n) in batch.drain(..).zip(counts) {
-        let mine: Vec<Value> = replies.by_ref().take(n).collect();
+    for (op, n) in batch.iter().zip(&counts) {
+        let mine: Vec<Value> = replies.by_ref().take(*n).collect();
         match op {
-            Op::Cmds { done, .. } => {
+            Op::Cmds { .. } => {
                 let err = mine.iter().find_map(|v| match v {
                     Value::ServerError(e) => Some(unavailable(format!("{e:?}"))),
                     _ => None,
                 });
-                if let Some(tx) = done {
-                    let _ = tx.send(match err {
-                        Some(e) => Err(e),
-                        None => Ok(mine),
-                    });
-                }
+                answers.push(Answer::Cmds(match err {
+                    Some(e) => Err(e),
+                    None => Ok(mine),
+                }));
             }
             Op::Direct {
                 server,
                 to,
                 payload,
                 body,
-                done,
+                ..
             } => {
                 let listeners = matches!(mine.first(), Some(Value::Int(n)) if *n > 0);
-                inner.metrics.cross_instance_sent.inc();
                 let result = if listeners {
                     Ok(())
+                } else if refused {
+                    // The inbox cannot be written on a replica either.
+                    Err(RouteError::Unavailable(
+                        "redis primary is now a replica".into(),
+                    ))
                 } else {
-                    orphan_delivery(inner, conn, &server, &to, payload, body).await
+                    match orphan_delivery(inner, conn, server, to, payload.clone(), body.clone())
+                        .await
+                    {
+                        Err(Orphan::Refused) => {
+                            refused = true;
+                            Err(RouteError::Unavailable(
+                                "redis primary is now a replica".into(),
+                            ))
+                        }
+                        Err(Orphan::Failed(e)) => Err(e),
+                        Ok(()) => {
+                            effect = true;
+                            Ok(())
+                        }
+                    }
                 };
+                answers.push(Answer::Direct(result));
+            }
+        }
+    }
+    if refused {
+        inner.metrics.redis_errors.inc();
+        demoted();
+        if !effect {
+            return Ran::Refused;
+        }
+    }
+    for (op, answer) in batch.drain(..).zip(answers) {
+        match (op, answer) {
+            (Op::Cmds { done, .. }, Answer::Cmds(result)) => {
                 if let Some(tx) = done {
                     let _ = tx.send(result);
                 }
             }
+            (Op::Direct { done, .. }, Answer::Direct(result)) => {
+                inner.metrics.cross_instance_sent.inc();
+                if let Some(tx) = done {
+                    let _ = tx.send(result);
+                }
+            }
+            _ => unreachable!("answers follow the operations"),
         }
     }
-    true
+    if refused { Ran::Failed } else { Ran::Done }
 }
 
 /// A write reached a primary demoted to a replica while this connection
-/// stayed open: a failover this instance has not followed yet. Failing the
-/// batch makes the next one look the primary up again.
+/// stayed open: a failover this instance has not followed yet. The next
+/// batch looks the primary up again.
 fn demoted() {
     tracing::warn!("redis answered READONLY: the primary was demoted; looking it up again");
+}
+
+/// Why an orphan delivery failed.
+pub(super) enum Orphan {
+    /// The node is a replica now: nothing was written.
+    Refused,
+    /// Anything else (the session is gone: `NotFound`).
+    Failed(RouteError),
 }
 
 /// Nobody listens on the recipient's instance channel: the instance is gone
@@ -190,7 +305,7 @@ pub(super) async fn orphan_delivery(
     to: &PeerId,
     payload: Bytes,
     body: Bytes,
-) -> Result<(), RouteError> {
+) -> Result<(), Orphan> {
     let k = &inner.keys;
     let reply: Option<String> = inner
         .deliver_or_inbox
@@ -202,9 +317,15 @@ pub(super) async fn orphan_delivery(
         .arg(inner.long_ttl_ms())
         .invoke_async(conn)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| {
+            if e.code() == Some("READONLY") {
+                Orphan::Refused
+            } else {
+                Orphan::Failed(unavailable(e))
+            }
+        })?;
     match reply.as_deref() {
-        None => Err(RouteError::NotFound),
+        None => Err(Orphan::Failed(RouteError::NotFound)),
         Some("inbox") => Ok(()),
         Some(now) => {
             let n: i64 = redis::cmd(inner.publish)
@@ -212,11 +333,11 @@ pub(super) async fn orphan_delivery(
                 .arg(payload.as_ref())
                 .query_async(conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| Orphan::Failed(unavailable(e)))?;
             if n > 0 {
                 Ok(())
             } else {
-                Err(RouteError::NotFound)
+                Err(Orphan::Failed(RouteError::NotFound))
             }
         }
     }
