@@ -6,7 +6,10 @@
 //! with the connection left open, or a close code), then that the gateway is
 //! healthy (`/health`, a fresh session) and that the well-behaved pair's
 //! relay round trip measured *during* the attack stayed within
-//! [`slowdown_bound`] of its baseline. The suite ends by checking that the
+//! [`slowdown_bound`] of its baseline, measured in quiet windows between
+//! the rows. Attacks below the protocol (half-open QUIC, UDP garbage, HTTP
+//! slowloris) are in `hostile_transport.rs`; the 2x latency target on a
+//! release build, in benches/hostile.py. The suite ends by checking that the
 //! gateway holds no state for the attackers and that the process's memory
 //! grew by a bounded amount.
 //!
@@ -557,10 +560,20 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples[i.clamp(1, samples.len()) - 1]
 }
 
-/// The most the calm pair's p99 over all attacks may reach: twice its
-/// baseline p99, plus 25 ms for the scheduling noise of a shared CI
-/// machine. A single row has few samples, so per row its median is held to
-/// the same bound against the baseline median.
+/// Relay samples the calm pair takes during each row's attack, and again
+/// in a quiet window right after it: the baseline is interleaved with the
+/// attacks (so drift on a shared machine affects both alike) and has as
+/// many samples as the attacked pool, so their p99s are alike estimates
+/// (with ~600 samples each, the p99 is the 6th-largest, not the maximum).
+const SAMPLES_PER_ROW: usize = 20;
+
+/// The most the calm pair's pooled p99 under attack may reach: twice the
+/// pooled quiet p99, plus 25 ms for the scheduling noise of a debug build
+/// sharing a CI machine with other tests (the attacker and the gateway run
+/// in this process). Per row, with 20 samples, the median is held to the
+/// same bound against the quiet median. The 2x target itself is measured
+/// on a release build, with the attacker in a process of its own, by
+/// benches/hostile.py (benches/README.md).
 fn slowdown_bound(baseline: Duration) -> Duration {
     baseline * 2 + Duration::from_millis(25)
 }
@@ -819,8 +832,7 @@ async fn suite(via: Via) {
     for _ in 0..20 {
         calm.relay().await;
     }
-    let (mut base, ()) = calm.measure_during(200, async {}).await;
-    let (base_p50, base_p99) = (quantile(&mut base, 0.5), quantile(&mut base, 0.99));
+    let (mut base, ()) = calm.measure_during(SAMPLES_PER_ROW, async {}).await;
     let victim = Victim {
         session: calm.a.resume_info().session,
         peer: calm.a.peer().clone(),
@@ -830,37 +842,52 @@ async fn suite(via: Via) {
     let mut all = Vec::new();
     for row in ROWS {
         let (mut during, ()) = calm
-            .measure_during(20, attack(&gw, via, row, &victim))
+            .measure_during(SAMPLES_PER_ROW, attack(&gw, via, row, &victim))
             .await;
-        let (p50, p99) = (quantile(&mut during, 0.5), quantile(&mut during, 0.99));
-        report.push(format!(
-            "{:>8.3} ms p50 {:>8.3} ms max ({:>3} samples)  {}",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            during.len(),
-            row.name
-        ));
-        assert!(
-            p50 <= slowdown_bound(base_p50),
-            "{} over {via:?}: calm median {p50:?} against a baseline of {base_p50:?}",
-            row.name
-        );
-        all.extend(during);
         // Healthy: HTTP answers, a new session is welcomed.
         assert_eq!(gw.http_get("/health").await.0, 200, "{}", row.name);
         let mut fresh = Conn::open(&gw, via).await;
         fresh.hello(None).await;
         fresh.alive().await;
+        drop(fresh);
+        let (mut quiet, ()) = calm.measure_during(SAMPLES_PER_ROW, async {}).await;
+        let (p50, max) = (quantile(&mut during, 0.5), quantile(&mut during, 1.0));
+        let quiet_p50 = quantile(&mut quiet, 0.5);
+        report.push(format!(
+            "{:>8.3} ms p50 {:>8.3} ms max ({:>3} samples; quiet after: p50 {:>8.3} ms)  {}",
+            p50.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            during.len(),
+            quiet_p50.as_secs_f64() * 1e3,
+            row.name
+        ));
+        base.extend(quiet);
+        let base_p50 = quantile(&mut base, 0.5);
+        assert!(
+            p50 <= slowdown_bound(base_p50),
+            "{} over {via:?}: calm median {p50:?} against a quiet median of {base_p50:?}",
+            row.name
+        );
+        all.extend(during);
     }
+    let (base_p50, base_p99) = (quantile(&mut base, 0.5), quantile(&mut base, 0.99));
     let attacked_p99 = quantile(&mut all, 0.99);
     eprintln!(
-        "calm relay over WebSocket while attacked over {via:?}: baseline p50 {:.3} ms, p99 {:.3} ms; \
-         under attack p99 {:.3} ms ({} samples)\n{}",
+        "calm relay over WebSocket while attacked over {via:?}: quiet p50 {:.3} ms, p99 {:.3} ms \
+         ({} samples); under attack p99 {:.3} ms ({} samples)\n{}",
         base_p50.as_secs_f64() * 1e3,
         base_p99.as_secs_f64() * 1e3,
+        base.len(),
         attacked_p99.as_secs_f64() * 1e3,
         all.len(),
         report.join("\n")
+    );
+    // Enough samples on both sides for a p99 that is not the maximum.
+    assert!(
+        all.len() >= 500 && base.len() >= 500,
+        "{} / {}",
+        all.len(),
+        base.len()
     );
     assert!(
         attacked_p99 <= slowdown_bound(base_p99),
