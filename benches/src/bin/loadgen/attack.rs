@@ -7,8 +7,8 @@
 //! Kinds:
 //! - `signal-flood`: pairs of sessions in a room; one of each signals the
 //!   other as fast as TCP takes it, far beyond `RATE_LIMIT_PER_SEC`.
-//! - `join-flood`: sessions alternating `join` and `leave` as fast as TCP
-//!   takes them.
+//! - `join-flood`: sessions alternating `join` and `leave` of a room of
+//!   their own as fast as TCP takes them.
 //! - `oversized`: sessions sending 100 kB frames (over `MAX_MESSAGE_BYTES`:
 //!   `too_large`), every tenth 300 kB (over 4x: closed 1009, reconnects).
 //! - `slowloris`: connections sending request headers a byte every 500 ms,
@@ -246,32 +246,37 @@ impl Reader {
     }
 }
 
-/// Sends `next(i)` frames as fast as TCP takes them on one session, until
-/// the end or the server closes; then reconnects.
-async fn flood(
-    t: Arc<Target>,
-    setup: impl AsyncFn(&mut tokio::net::tcp::OwnedWriteHalf, &str) -> Option<()>,
-    next: impl Fn(u64, &str) -> Vec<u8>,
-) {
+/// Sends `frames` over and over as fast as TCP takes them on one session
+/// (after `setup`, if any), until the end or the server closes; then
+/// reconnects.
+async fn flood(t: Arc<Target>, setup: Option<Vec<u8>>, frames: Vec<Vec<u8>>) {
+    // Small frames go in batches of 16 per write, so that the loader's CPU
+    // goes to sending.
+    let batch: Vec<u8> = frames.iter().cycle().take(16).flatten().copied().collect();
+    let small = frames.iter().all(|f| f.len() < 4096);
     while !t.over() {
-        let Some((mut w, peer, reader)) = t.session().await else {
+        let Some((mut w, _, reader)) = t.session().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let reading = tokio::spawn(reader.drain(t.stats.clone()));
-        if setup(&mut w, &peer).await.is_some() {
-            let mut i = 0u64;
+        let ready = match &setup {
+            Some(f) => w.write_all(f).await.is_ok(),
+            None => true,
+        };
+        if ready {
+            let mut i = 0usize;
             while !t.over() && !reading.is_finished() {
-                // A batch per write, so the loader's CPU goes to sending.
-                let mut batch = Vec::new();
-                for _ in 0..16 {
-                    batch.extend_from_slice(&next(i, &peer));
+                let (bytes, n) = if small {
+                    (&batch, 16)
+                } else {
                     i += 1;
-                }
-                if w.write_all(&batch).await.is_err() {
+                    (&frames[i % frames.len()], 1)
+                };
+                if w.write_all(bytes).await.is_err() {
                     break;
                 }
-                t.stats.sent.fetch_add(16, Ordering::Relaxed);
+                t.stats.sent.fetch_add(n, Ordering::Relaxed);
             }
         }
         drop(w);
@@ -287,60 +292,46 @@ async fn signal_flood(t: Arc<Target>) {
             continue;
         };
         let room = format!("flood-{to}");
-        let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
-        if w.write_all(&frame(0x1, join.as_bytes())).await.is_err() {
+        let join = frame(
+            0x1,
+            format!(r#"{{"type":"join","room":"{room}"}}"#).as_bytes(),
+        );
+        if w.write_all(&join).await.is_err() {
             continue;
         }
         let reading = tokio::spawn(reader.drain(t.stats.clone()));
-        let join = join.clone();
         let signal = format!(
             r#"{{"type":"signal","room":"{room}","to":"{to}","data":{{"sdp":"v=0 o=- 1 2 IN IP4 127.0.0.1"}}}}"#
         );
-        let signal = frame(0x1, signal.as_bytes());
-        flood(
-            t.clone(),
-            async |w, _| w.write_all(&frame(0x1, join.as_bytes())).await.ok(),
-            |_, _| signal.clone(),
-        )
-        .await;
+        flood(t.clone(), Some(join), vec![frame(0x1, signal.as_bytes())]).await;
         drop(w);
         reading.abort();
     }
 }
 
 async fn join_flood(t: Arc<Target>) {
-    let join = frame(0x1, br#"{"type":"join","room":"churn"}"#);
-    let leave = frame(0x1, br#"{"type":"leave","room":"churn"}"#);
-    flood(
-        t,
-        async |_, _| Some(()),
-        |i, _| {
-            if i % 2 == 0 {
-                join.clone()
-            } else {
-                leave.clone()
-            }
-        },
-    )
-    .await;
+    // A room per connection: the cost measured is the flood's, not that of
+    // telling a roomful of members about every join.
+    static ROOMS: AtomicU64 = AtomicU64::new(0);
+    let room = format!("churn-{}", ROOMS.fetch_add(1, Ordering::Relaxed));
+    let join = frame(
+        0x1,
+        format!(r#"{{"type":"join","room":"{room}"}}"#).as_bytes(),
+    );
+    let leave = frame(
+        0x1,
+        format!(r#"{{"type":"leave","room":"{room}"}}"#).as_bytes(),
+    );
+    flood(t, None, vec![join, leave]).await;
 }
 
 async fn oversized(t: Arc<Target>) {
     let body = |n: usize| format!(r#"{{"type":"ping","x":"{}"}}"#, "a".repeat(n));
     let big = frame(0x1, body(100_000).as_bytes());
     let huge = frame(0x1, body(300_000).as_bytes());
-    flood(
-        t,
-        async |_, _| Some(()),
-        |i, _| {
-            if i % 10 == 9 {
-                huge.clone()
-            } else {
-                big.clone()
-            }
-        },
-    )
-    .await;
+    let mut frames = vec![big; 9];
+    frames.push(huge);
+    flood(t, None, frames).await;
 }
 
 /// One slow connection of each sort, each reconnecting when closed.
@@ -427,7 +418,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<Report> {
         end: started + args.duration,
     });
     let mut tasks = Vec::new();
-    for i in 0..args.connections {
+    for _ in 0..args.connections {
         let t = t.clone();
         tasks.push(match args.kind {
             Kind::SignalFlood => tokio::spawn(signal_flood(t)),
