@@ -9,7 +9,14 @@
 //! forge). IPv6 clients are counted by their /64, which is what one
 //! subscriber usually holds.
 //!
-//! Memory stays bounded: the concurrency table holds only addresses with
+//! A connection that has not become a session yet (a TCP connection whose
+//! HTTP requests are not a WebSocket upgrade, or still arriving; a QUIC
+//! connection still in its handshake or before its CONNECT) is counted
+//! against `MAX_CONNECTIONS_PER_IP` too, in a table of its own
+//! ([`Admission::hold_pending`]), so one address cannot hold an unbounded
+//! number of half-open connections while its sessions are within the limit.
+//!
+//! Memory stays bounded: the concurrency tables hold only addresses with
 //! open connections, and [`Admission::maintain`] drops rate-limiter state
 //! that has fully refilled.
 //!
@@ -86,6 +93,16 @@ pub struct Admission {
     rate: Option<Keyed>,
     max_open: Option<u32>,
     open: Mutex<HashMap<IpAddr, u32>>,
+    pending: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// Which concurrency table a [`Slot`] is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// Sessions.
+    Open,
+    /// Connections that are not sessions (yet).
+    Pending,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +130,7 @@ impl Admission {
             rate,
             max_open: settings.max_connections_per_ip,
             open: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -162,15 +180,39 @@ impl Admission {
     /// Takes one of `ip`'s `MAX_CONNECTIONS_PER_IP` slots, held until the
     /// returned [`Slot`] is dropped.
     pub fn hold(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        self.take(Table::Open, ip)
+    }
+
+    /// Takes one of `ip`'s `MAX_CONNECTIONS_PER_IP` slots for connections
+    /// that are not sessions: a TCP connection until it is upgraded to a
+    /// WebSocket (or closes), a QUIC connection until its WebTransport
+    /// session is established. Counted apart from [`Self::hold`]'s, so a
+    /// connection becoming a session never needs two slots at once.
+    pub fn hold_pending(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        self.take(Table::Pending, ip)
+    }
+
+    fn table(&self, table: Table) -> &Mutex<HashMap<IpAddr, u32>> {
+        match table {
+            Table::Open => &self.open,
+            Table::Pending => &self.pending,
+        }
+    }
+
+    fn take(self: &Arc<Self>, table: Table, ip: IpAddr) -> Result<Slot, Refused> {
         let key = key(ip);
-        let mut open = lock(&self.open);
+        let mut open = lock(self.table(table));
         let n = open.entry(key).or_insert(0);
         if self.max_open.is_some_and(|max| *n >= max) {
+            if *n == 0 {
+                open.remove(&key);
+            }
             return Err(Refused::Concurrent);
         }
         *n += 1;
         Ok(Slot {
             admission: self.clone(),
+            table,
             key,
         })
     }
@@ -178,6 +220,11 @@ impl Admission {
     /// Addresses with open connections (for tests and metrics).
     pub fn open_addresses(&self) -> usize {
         lock(&self.open).len()
+    }
+
+    /// Connections from `ip` that are not sessions (for tests).
+    pub fn pending_from(&self, ip: IpAddr) -> u32 {
+        lock(&self.pending).get(&key(ip)).copied().unwrap_or(0)
     }
 
     /// Addresses with rate-limiter state (for tests).
@@ -220,12 +267,13 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[derive(Debug)]
 pub struct Slot {
     admission: Arc<Admission>,
+    table: Table,
     key: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = lock(&self.admission.open);
+        let mut open = lock(self.admission.table(self.table));
         if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -358,6 +406,24 @@ mod tests {
         let s3 = a.hold(x).unwrap();
         drop((s2, s3));
         assert_eq!(a.open_addresses(), 0);
+    }
+
+    #[test]
+    fn pending_connections_have_a_table_of_their_own() {
+        let a = admission(None, Some(2), &[]);
+        let x = ip("1.1.1.1");
+        let sessions = [a.hold(x).unwrap(), a.hold(x).unwrap()];
+        // Sessions at the limit do not keep a new connection from starting.
+        let p1 = a.hold_pending(x).unwrap();
+        let p2 = a.hold_pending(x).unwrap();
+        assert_eq!(a.hold_pending(x).unwrap_err(), Refused::Concurrent);
+        assert_eq!(a.pending_from(x), 2);
+        drop(p1);
+        let p3 = a.hold_pending(x).unwrap();
+        drop((p2, p3, sessions));
+        assert_eq!(a.pending_from(x), 0);
+        assert_eq!(a.open_addresses(), 0);
+        assert!(lock(&a.pending).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

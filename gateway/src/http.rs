@@ -138,10 +138,40 @@ async fn accept(
                             .refused(Transport::websocket, "proxy_protocol", Some(peer));
                         return;
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        shared
+                            .refusals
+                            .refused(Transport::websocket, "header_timeout", Some(peer));
+                        return;
+                    }
                 }
             } else {
                 (peer, proxy::Prefixed::new(Default::default(), stream))
+            };
+            // Until it is upgraded to a WebSocket (or closes), the
+            // connection counts against its address's
+            // MAX_CONNECTIONS_PER_IP among the connections that are not
+            // sessions: many silent or slow connections from one address
+            // are refused here instead of waiting out the header timeout.
+            // A trusted proxy without a PROXY header speaks for many
+            // clients and is not counted.
+            let pending = if shared.admission.trusts(remote) {
+                None
+            } else {
+                match shared.admission.hold_pending(remote) {
+                    Ok(slot) => Some(slot),
+                    Err(refused) => {
+                        shared.refusals.refused(
+                            Transport::websocket,
+                            refused.reason(),
+                            Some(remote),
+                        );
+                        if tls.is_none() {
+                            refuse_early(stream.get_ref(), refused);
+                        }
+                        return;
+                    }
+                }
             };
             let remote = Remote(remote);
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
@@ -160,21 +190,50 @@ async fn accept(
                 }
                 Some(acceptor) => {
                     // The handshake counts against the header timeout too.
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                shared.refusals.refused(
+                                    Transport::websocket,
+                                    "header_timeout",
+                                    Some(remote.0),
+                                );
+                                return;
+                            }
+                        };
                     http.serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "http connection ended with an error");
+            drop(pending);
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() => {
+                    shared
+                        .refusals
+                        .refused(Transport::websocket, "header_timeout", Some(remote.0));
+                }
+                Err(e) => tracing::debug!(error = %e, "http connection ended with an error"),
             }
         });
     }
+}
+
+/// Answers 429 to a connection refused before any of its request was read,
+/// if the socket takes the few bytes at once (a fresh connection's send
+/// buffer does); the connection is closed either way.
+fn refuse_early(stream: &tokio::net::TcpStream, refused: Refused) {
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nretry-after: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        refused.retry_after_secs()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {

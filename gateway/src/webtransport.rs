@@ -14,13 +14,18 @@
 //! `ALLOWED_ORIGINS`, 429 over `CONN_RATE_PER_IP` or
 //! `MAX_CONNECTIONS_PER_IP` (web-transport-quinn answers a status only, so
 //! there is no `Retry-After`), 503 while draining. Over `MAX_CONNECTIONS`
-//! the QUIC connection itself is refused, before its handshake. The client
+//! the QUIC connection itself is refused, before its handshake; so is one
+//! from an address that already has `MAX_CONNECTIONS_PER_IP` connections
+//! that are not sessions yet (handshakes, or waiting for their CONNECT).
+//! With more than [`RETRY_ABOVE_HANDSHAKES`] QUIC handshakes in progress, a
+//! new client must first answer a Retry, which a forged address cannot. The
+//! client
 //! address is the UDP peer's (QUIC carries no PROXY header), or the
 //! CONNECT's `X-Forwarded-For` when that peer is a trusted proxy.
 
 mod control;
 
-use crate::admission::Refused;
+use crate::admission::{Refused, Slot};
 use crate::config::Config;
 use crate::gateway::Shared;
 use crate::metrics::Transport;
@@ -50,6 +55,13 @@ const MAX_UNI_STREAMS: u32 = 5;
 /// negotiated for browsers to open a session (RFC 9297 §2.1.1), so quinn
 /// needs a receive buffer; incoming datagrams are read and dropped.
 const DATAGRAM_BUFFER: usize = 2048;
+/// QUIC handshakes in progress above which a client must first prove its
+/// address with a Retry round trip (RFC 9000 §8.1.2). A handshake from a
+/// forged address can never complete; without this a flood of Initial
+/// packets from forged addresses (which no per-address limit can see)
+/// would hold `MAX_CONNECTIONS` permits for `HTTP_HEADER_TIMEOUT_MS` each.
+/// Below it, clients pay no extra round trip.
+pub const RETRY_ABOVE_HANDSHAKES: usize = 64;
 
 /// A bound WebTransport endpoint, not yet serving.
 #[derive(Debug, Clone)]
@@ -147,6 +159,7 @@ const T: Transport = Transport::webtransport;
 /// out.
 pub async fn serve(listener: Listener, shared: Arc<Shared>, stop: CancellationToken) {
     let endpoint = listener.endpoint;
+    let handshakes = Handshakes::default();
     loop {
         let incoming = tokio::select! {
             () = stop.cancelled() => break,
@@ -155,20 +168,73 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, stop: CancellationTo
                 None => break,
             },
         };
+        let peer = incoming.remote_address().ip().to_canonical();
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && handshakes.in_progress() >= RETRY_ABOVE_HANDSHAKES
+        {
+            // Not a refusal: a real client answers and comes back validated.
+            tracing::debug!(%peer, "QUIC Retry: many handshakes in progress");
+            let _ = incoming.retry();
+            continue;
+        }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            let peer = incoming.remote_address().ip().to_canonical();
             shared.refusals.refused(T, "max_connections", Some(peer));
             incoming.refuse();
             continue;
         };
+        // Until its session is established the connection counts against
+        // its address's MAX_CONNECTIONS_PER_IP among the connections that
+        // are not sessions. A trusted proxy speaks for many clients.
+        let pending = if shared.admission.trusts(peer) {
+            None
+        } else {
+            match shared.admission.hold_pending(peer) {
+                Ok(slot) => Some(slot),
+                Err(refused) => {
+                    shared.refusals.refused(T, refused.reason(), Some(peer));
+                    incoming.refuse();
+                    continue;
+                }
+            }
+        };
         let s = shared.clone();
-        shared.tasks.spawn(admit(incoming, s, permit));
+        let handshake = handshakes.start();
+        shared
+            .tasks
+            .spawn(admit(incoming, s, permit, pending, handshake));
     }
     endpoint.set_server_config(None);
     shared.tasks.wait().await;
     // Sessions close with a capsule and wait for the client's answer; let
     // that finish before the process exits.
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+/// Counts QUIC handshakes in progress.
+#[derive(Debug, Default, Clone)]
+struct Handshakes(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Handshakes {
+    fn in_progress(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One more, until the returned guard is dropped.
+    fn start(&self) -> Handshake {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Handshake(self.0.clone())
+    }
+}
+
+/// One QUIC handshake in progress.
+#[derive(Debug)]
+struct Handshake(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Why a CONNECT is refused.
@@ -189,28 +255,48 @@ impl From<Refused> for Refusal {
 }
 
 /// Completes the QUIC and HTTP/3 handshakes, vets the CONNECT, and serves the
-/// session. Holds `permit` for as long as the connection lives.
-async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+/// session. Holds `permit` for as long as the connection lives, `pending`
+/// until the session is established, and `quic` until the QUIC handshake
+/// is over. The whole of it, QUIC and HTTP/3 handshakes and the CONNECT,
+/// must be done within `HTTP_HEADER_TIMEOUT_MS`.
+async fn admit(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    pending: Option<Slot>,
+    quic: Handshake,
+) {
     let limit = shared.config.http_header_timeout;
     let peer = incoming.remote_address().ip().to_canonical();
-    let handshake = async {
-        let conn = incoming.await.map_err(|e| e.to_string())?;
-        web_transport_quinn::Request::accept(conn)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let request = match tokio::time::timeout(limit, handshake).await {
-        Ok(Ok(request)) => request,
+    let deadline = tokio::time::Instant::now() + limit;
+    let refused = |reason| shared.refusals.refused(T, reason, Some(peer));
+    let conn = match tokio::time::timeout_at(deadline, incoming).await {
+        Ok(Ok(conn)) => conn,
         Ok(Err(error)) => {
-            tracing::debug!(%error, "WebTransport handshake failed");
-            shared.refusals.refused(T, "handshake", Some(peer));
-            return;
+            tracing::debug!(%error, "QUIC handshake failed");
+            return refused("handshake");
         }
-        Err(_) => {
-            shared.refusals.refused(T, "handshake_timeout", Some(peer));
-            return;
-        }
+        // Dropping the handshake abandons it.
+        Err(_) => return refused("handshake_timeout"),
     };
+    drop(quic);
+    let request =
+        match tokio::time::timeout_at(deadline, web_transport_quinn::Request::accept(conn.clone()))
+            .await
+        {
+            Ok(Ok(request)) => request,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "WebTransport handshake failed");
+                conn.close(0u32.into(), b"handshake");
+                return refused("handshake");
+            }
+            Err(_) => {
+                // Closed explicitly: tasks of the HTTP/3 layer may still hold
+                // the connection.
+                conn.close(0u32.into(), b"handshake timeout");
+                return refused("handshake_timeout");
+            }
+        };
     let client = shared.admission.client_ip(peer, &request.headers);
     // Every attempt counts against the rate, whatever becomes of it.
     let verdict = shared
@@ -246,6 +332,7 @@ async fn admit(incoming: quinn::Incoming, shared: Arc<Shared>, permit: OwnedSema
             return;
         }
     };
+    drop(pending);
     let max_line = shared.config.limits.max_frame_bytes();
     let (incoming, outgoing) = control::split(session, max_line, shared.tasks.clone());
     let kind = TransportKind {

@@ -6,7 +6,10 @@
 //! with the connection left open, or a close code), then that the gateway is
 //! healthy (`/health`, a fresh session) and that the well-behaved pair's
 //! relay round trip measured *during* the attack stayed within
-//! [`slowdown_bound`] of its baseline. The suite ends by checking that the
+//! [`slowdown_bound`] of its baseline, measured in quiet windows between
+//! the rows. Attacks below the protocol (half-open QUIC, UDP garbage, HTTP
+//! slowloris) are in `hostile_transport.rs`; the 2x latency target on a
+//! release build, in benches/hostile.py. The suite ends by checking that the
 //! gateway holds no state for the attackers and that the process's memory
 //! grew by a bounded amount.
 //!
@@ -21,6 +24,8 @@ use pantheon_client::raw::RawSession;
 use pantheon_client::{Client, Options};
 use pantheon_gateway::Config;
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The transports every row runs over.
@@ -500,47 +505,56 @@ impl Conn {
 /// The well-behaved pair: `a` signals `b`, and the time until `b` has it is
 /// one relay round trip.
 struct Calm {
-    a: Client,
-    b: Client,
+    pair: Option<(Client, Client)>,
 }
 
 impl Calm {
     async fn new(gw: &TestGateway) -> Self {
-        let (a, b) = common::pair(gw, "calm").await;
-        Self { a, b }
+        Self {
+            pair: Some(common::pair(gw, "calm").await),
+        }
     }
 
-    async fn relay(&mut self) -> Duration {
+    fn a(&self) -> &Client {
+        &self.pair.as_ref().expect("calm pair").0
+    }
+
+    async fn relay(a: &Client, b: &mut Client) -> Duration {
         let start = Instant::now();
-        self.a
-            .signal("calm", self.b.peer(), &json!({"t": 1}))
+        a.signal("calm", b.peer(), &json!({"t": 1}))
             .await
             .expect("calm signal");
-        match common::next(&mut self.b).await {
+        match common::next(b).await {
             ServerMessage::Signal { .. } => start.elapsed(),
             other => panic!("calm b got {other:?}"),
         }
     }
 
-    /// Relay times until `done` resolves (at least `min` samples).
+    /// Relay times until `done` resolves (at least `min` samples). The pair
+    /// relays in a task of its own, so that an attacker's future that is
+    /// busy when polled (reading a backlog of ready messages) does not
+    /// count against the gateway, and no relay is cut off half-way.
     async fn measure_during<T>(
         &mut self,
         min: usize,
         done: impl Future<Output = T>,
     ) -> (Vec<Duration>, T) {
-        let mut samples = Vec::new();
-        tokio::pin!(done);
-        let out = loop {
-            tokio::select! {
-                biased;
-                out = &mut done, if samples.len() >= min => break out,
-                d = self.relay() => {
-                    samples.push(d);
-                    // Paced like real signaling, well within the rate limit.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        let (a, mut b) = self.pair.take().expect("calm pair");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let relaying = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !(flag.load(Ordering::Relaxed) && samples.len() >= min) {
+                samples.push(Self::relay(&a, &mut b).await);
+                // Paced like real signaling, well within the rate limit.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        };
+            (a, b, samples)
+        });
+        let out = done.await;
+        stop.store(true, Ordering::Relaxed);
+        let (a, b, samples) = relaying.await.expect("calm pair");
+        self.pair = Some((a, b));
         (samples, out)
     }
 }
@@ -557,10 +571,20 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples[i.clamp(1, samples.len()) - 1]
 }
 
-/// The most the calm pair's p99 over all attacks may reach: twice its
-/// baseline p99, plus 25 ms for the scheduling noise of a shared CI
-/// machine. A single row has few samples, so per row its median is held to
-/// the same bound against the baseline median.
+/// Relay samples the calm pair takes during each row's attack, and again
+/// in a quiet window right after it: the baseline is interleaved with the
+/// attacks (so drift on a shared machine affects both alike) and has as
+/// many samples as the attacked pool, so their p99s are alike estimates
+/// (with ~600 samples each, the p99 is the 6th-largest, not the maximum).
+const SAMPLES_PER_ROW: usize = 20;
+
+/// The most the calm pair's pooled p99 under attack may reach: twice the
+/// pooled quiet p99, plus 25 ms for the scheduling noise of a debug build
+/// sharing a CI machine with other tests (the attacker and the gateway run
+/// in this process). Per row, with 20 samples, the median is held to the
+/// same bound against the quiet median. The 2x target itself is measured
+/// on a release build, with the attacker in a process of its own, by
+/// benches/hostile.py (benches/README.md).
 fn slowdown_bound(baseline: Duration) -> Duration {
     baseline * 2 + Duration::from_millis(25)
 }
@@ -816,51 +840,65 @@ async fn observe(c: &mut Conn, expect: Expect, what: &str) {
 async fn suite(via: Via) {
     let gw = TestGateway::with_webtransport(config).await;
     let mut calm = Calm::new(&gw).await;
-    for _ in 0..20 {
-        calm.relay().await;
-    }
-    let (mut base, ()) = calm.measure_during(200, async {}).await;
-    let (base_p50, base_p99) = (quantile(&mut base, 0.5), quantile(&mut base, 0.99));
+    // Warm-up.
+    calm.measure_during(20, async {}).await;
+    let (mut base, ()) = calm.measure_during(SAMPLES_PER_ROW, async {}).await;
     let victim = Victim {
-        session: calm.a.resume_info().session,
-        peer: calm.a.peer().clone(),
+        session: calm.a().resume_info().session,
+        peer: calm.a().peer().clone(),
     };
     let rss_before = rss_kb();
     let mut report = Vec::new();
     let mut all = Vec::new();
     for row in ROWS {
         let (mut during, ()) = calm
-            .measure_during(20, attack(&gw, via, row, &victim))
+            .measure_during(SAMPLES_PER_ROW, attack(&gw, via, row, &victim))
             .await;
-        let (p50, p99) = (quantile(&mut during, 0.5), quantile(&mut during, 0.99));
-        report.push(format!(
-            "{:>8.3} ms p50 {:>8.3} ms max ({:>3} samples)  {}",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            during.len(),
-            row.name
-        ));
-        assert!(
-            p50 <= slowdown_bound(base_p50),
-            "{} over {via:?}: calm median {p50:?} against a baseline of {base_p50:?}",
-            row.name
-        );
-        all.extend(during);
         // Healthy: HTTP answers, a new session is welcomed.
         assert_eq!(gw.http_get("/health").await.0, 200, "{}", row.name);
         let mut fresh = Conn::open(&gw, via).await;
         fresh.hello(None).await;
         fresh.alive().await;
+        drop(fresh);
+        let (mut quiet, ()) = calm.measure_during(SAMPLES_PER_ROW, async {}).await;
+        let (p50, max) = (quantile(&mut during, 0.5), quantile(&mut during, 1.0));
+        let quiet_p50 = quantile(&mut quiet, 0.5);
+        report.push(format!(
+            "{:>8.3} ms p50 {:>8.3} ms max ({:>3} samples; quiet after: p50 {:>8.3} ms)  {}",
+            p50.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            during.len(),
+            quiet_p50.as_secs_f64() * 1e3,
+            row.name
+        ));
+        eprintln!("{via:?}: {}", report.last().unwrap());
+        base.extend(quiet);
+        let base_p50 = quantile(&mut base, 0.5);
+        assert!(
+            p50 <= slowdown_bound(base_p50),
+            "{} over {via:?}: calm median {p50:?} against a quiet median of {base_p50:?}",
+            row.name
+        );
+        all.extend(during);
     }
+    let (base_p50, base_p99) = (quantile(&mut base, 0.5), quantile(&mut base, 0.99));
     let attacked_p99 = quantile(&mut all, 0.99);
     eprintln!(
-        "calm relay over WebSocket while attacked over {via:?}: baseline p50 {:.3} ms, p99 {:.3} ms; \
-         under attack p99 {:.3} ms ({} samples)\n{}",
+        "calm relay over WebSocket while attacked over {via:?}: quiet p50 {:.3} ms, p99 {:.3} ms \
+         ({} samples); under attack p99 {:.3} ms ({} samples)\n{}",
         base_p50.as_secs_f64() * 1e3,
         base_p99.as_secs_f64() * 1e3,
+        base.len(),
         attacked_p99.as_secs_f64() * 1e3,
         all.len(),
         report.join("\n")
+    );
+    // Enough samples on both sides for a p99 that is not the maximum.
+    assert!(
+        all.len() >= 500 && base.len() >= 500,
+        "{} / {}",
+        all.len(),
+        base.len()
     );
     assert!(
         attacked_p99 <= slowdown_bound(base_p99),

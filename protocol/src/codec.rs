@@ -99,6 +99,19 @@ struct IdOnly<'a> {
     id: Option<&'a RawValue>,
 }
 
+/// The `id` of a client message, read without decoding the rest: what
+/// [`decode_client`] would report as the message's (or its rejection's)
+/// `id`, for a message the rate limit drops unread. Skips the other fields
+/// without allocating.
+pub fn peek_id(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?;
+    if !is_object(bytes) {
+        return None;
+    }
+    let raw = serde_json::from_slice::<IdOnly<'_>>(bytes).ok()?.id?;
+    parse_id(raw).ok()
+}
+
 fn parse_id(raw: &RawValue) -> Result<u64, DecodeError> {
     let text = raw.get();
     // Only plain non-negative integer literals: no fraction, exponent or sign.

@@ -24,7 +24,7 @@ pub mod types;
 
 pub use codec::{
     DecodeError, Received, Rejection, decode_client, decode_server, encode_client, encode_server,
-    with_seq,
+    peek_id, with_seq,
 };
 pub use codes::{CloseCode, ErrorCode};
 pub use message::{

@@ -9,6 +9,10 @@
 //! - `setup`: session setup rate (transport open + hello → welcome per
 //!   second) and setup latency.
 //!
+//! - `attack`: one hostile client address (floods, oversized frames,
+//!   slowloris, connection floods) for benches/hostile.py to measure a calm
+//!   pair beside.
+//!
 //! `--transport ws|wt` picks WebSocket or WebTransport for every
 //! subcommand; WebTransport trusts the gateway's self-signed certificate by
 //! the hash it serves at `/webtransport/cert-hash` (or `--insecure`). A
@@ -20,6 +24,8 @@
 //! with `RATE_LIMIT_PER_SEC` and `RATE_LIMIT_BURST` raised (benches/README.md).
 
 // A binary's root looks for modules beside itself: keep them in loadgen/.
+#[path = "loadgen/attack.rs"]
+mod attack;
 #[path = "loadgen/common.rs"]
 mod common;
 #[path = "loadgen/idle.rs"]
@@ -118,6 +124,8 @@ enum Command {
     Idle(idle::Args),
     /// Session setup rate and latency.
     Setup(setup::Args),
+    /// A hostile client address, beside which a calm pair is measured.
+    Attack(attack::Args),
 }
 
 /// Parses seconds given as a decimal number ("0.5", "10").
@@ -136,12 +144,15 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the tokio runtime")?;
     let report = runtime.block_on(async {
-        common::resolve(&mut cli.global).await?;
+        if !matches!(cli.command, Command::Attack(_)) {
+            common::resolve(&mut cli.global).await?;
+        }
         match cli.command {
             Command::Pairs(args) => pairs::run(&cli.global, args).await,
             Command::Throughput(args) => throughput::run(&cli.global, args).await,
             Command::Idle(args) => idle::run(&cli.global, args).await,
             Command::Setup(args) => setup::run(&cli.global, args).await,
+            Command::Attack(args) => attack::run(&cli.global, args).await,
         }
     })?;
     if cli.global.json {

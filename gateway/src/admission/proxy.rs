@@ -107,6 +107,11 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: BytesMut, inner: S) -> Self {
         Self { prefix, inner }
     }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

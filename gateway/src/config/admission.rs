@@ -14,8 +14,10 @@ pub struct AdmissionArgs {
     /// size is allowed.
     #[arg(long, env = "CONN_RATE_PER_IP", default_value = "0")]
     pub conn_rate_per_ip: String,
-    /// Concurrent connections (both transports together) from one client
-    /// address; 0: unlimited.
+    /// Concurrent sessions (both transports together) from one client
+    /// address; 0: unlimited. Connections that are not sessions yet (plain
+    /// HTTP, headers still arriving, QUIC handshakes) are capped at the same
+    /// number apart.
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "0")]
     pub max_connections_per_ip: String,
     /// Comma-separated addresses or CIDR ranges of proxies (load balancers)

@@ -144,7 +144,7 @@ pub(crate) async fn resolve(global: &mut Global) -> anyhow::Result<()> {
 }
 
 /// `HOST` (brackets kept for IPv6) and `PORT` of `scheme://HOST:PORT/...`.
-fn host_port(url: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
     let authority = url.split_once("://")?.1.split(['/', '?']).next()?;
     let (host, port) = authority.rsplit_once(':')?;
     Some((host.to_owned(), port.parse().ok()?))
