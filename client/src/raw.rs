@@ -356,3 +356,51 @@ impl RawSession {
         }
     }
 }
+
+/// One final client WebSocket frame with `opcode`, masked with a zero key
+/// (so the payload goes as it is), for writing the wire by hand: partial
+/// frames, invalid UTF-8, floods ([`BareSocket::send_raw`]).
+pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&len.to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A rustls client configuration (ring, TLS 1.2 and 1.3) that accepts any
+/// server certificate, still checking that the server holds its key: for
+/// tests and load tools that open QUIC or TLS connections by hand.
+pub fn insecure_tls_config() -> rustls::ClientConfig {
+    crate::tls::client_config(crate::tls::Trust {
+        cert_hashes: &[],
+        insecure: true,
+    })
+    .expect("ring supports the default protocol versions")
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::ws_frame;
+
+    #[test]
+    fn lengths_use_the_shortest_encoding_and_a_zero_mask() {
+        assert_eq!(ws_frame(0x1, b"hi"), [0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
+        let mid = ws_frame(0x2, &[7; 300]);
+        assert_eq!(&mid[..8], &[0x82, 0xFE, 0x01, 0x2C, 0, 0, 0, 0]);
+        assert_eq!(mid.len(), 8 + 300);
+        let big = ws_frame(0x1, &vec![0; 70_000]);
+        assert_eq!(&big[..2], &[0x81, 0xFF]);
+        assert_eq!(&big[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(big.len(), 14 + 70_000);
+    }
+}

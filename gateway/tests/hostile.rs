@@ -20,7 +20,7 @@ mod common;
 
 use common::{BareFrame, BareSocket, TestGateway, WAIT, within};
 use pantheon_client::protocol::{ErrorCode, ServerMessage, decode_server};
-use pantheon_client::raw::RawSession;
+use pantheon_client::raw::{RawSession, ws_frame};
 use pantheon_client::{Client, Options};
 use pantheon_gateway::Config;
 use serde_json::json;
@@ -361,23 +361,6 @@ enum Next {
     Closed(Option<u16>),
 }
 
-fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let len = payload.len();
-    if len < 126 {
-        f.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        f.push(0x80 | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    // A zero masking key: the payload goes as it is.
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
 
 impl Conn {
     async fn open(gw: &TestGateway, via: Via) -> Self {

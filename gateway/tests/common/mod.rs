@@ -488,17 +488,7 @@ impl BareSocket {
 
     /// Sends a text frame (masked with a zero key, as a client must mask).
     pub async fn send_text(&mut self, text: &str) {
-        let len = text.len();
-        let mut frame = vec![0x81];
-        if len < 126 {
-            frame.push(0x80 | len as u8);
-        } else {
-            assert!(len <= usize::from(u16::MAX));
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(text.as_bytes());
+        let frame = pantheon_client::raw::ws_frame(0x1, text.as_bytes());
         self.stream.write_all(&frame).await.unwrap();
     }
 

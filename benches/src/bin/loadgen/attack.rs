@@ -18,6 +18,7 @@
 //!   get 429 over `CONN_RATE_PER_IP`), each closed at once.
 
 use crate::common::Report;
+use pantheon_client::raw::ws_frame as frame;
 use crate::{Global, seconds};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -155,23 +156,6 @@ impl Target {
     }
 }
 
-/// A masked client frame (zero mask: the payload as it is).
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let len = payload.len();
-    if len < 126 {
-        f.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        f.push(0x80 | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
 
 /// Reads server frames.
 struct Reader {
