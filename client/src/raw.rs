@@ -359,7 +359,7 @@ impl RawSession {
 
 /// One final client WebSocket frame with `opcode`, masked with a zero key
 /// (so the payload goes as it is), for writing the wire by hand: partial
-/// frames, invalid UTF-8, floods ([`BareSocket::send_raw`]).
+/// frames, invalid UTF-8, floods.
 pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];
     let len = payload.len();

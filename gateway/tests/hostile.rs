@@ -361,7 +361,6 @@ enum Next {
     Closed(Option<u16>),
 }
 
-
 impl Conn {
     async fn open(gw: &TestGateway, via: Via) -> Self {
         match via {

@@ -18,8 +18,8 @@
 //!   get 429 over `CONN_RATE_PER_IP`), each closed at once.
 
 use crate::common::Report;
-use pantheon_client::raw::ws_frame as frame;
 use crate::{Global, seconds};
+use pantheon_client::raw::ws_frame as frame;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,7 +155,6 @@ impl Target {
         Instant::now() >= self.end
     }
 }
-
 
 /// Reads server frames.
 struct Reader {
