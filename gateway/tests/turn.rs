@@ -56,6 +56,10 @@ impl TurnServer {
                 "--no-tls",
                 "--no-dtls",
                 "--no-cli",
+                // UDP only: the test's allocations are UDP, and a TCP
+                // listener on the same number could find it taken (the UDP
+                // port was free, a TCP one of the same number need not be).
+                "--no-tcp",
                 "--simple-log",
                 // The test's two allocations relay to each other on loopback.
                 "--allow-loopback-peers",
