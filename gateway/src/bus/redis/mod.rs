@@ -609,7 +609,7 @@ fn parse_meta(s: &str) -> Result<Meta, ()> {
     Meta::from_raw(&raw).map_err(|_| ())
 }
 
-/// Connects once to check the TLS set-up: a server certificate that
+/// Connects to check the TLS set-up: a server certificate that
 /// `REDIS_CA_CERT` does not verify is a configuration error (the gateway
 /// would never reach Redis), unlike a Redis that is merely not up yet.
 /// Answers the reason when the certificate is refused.
@@ -620,24 +620,37 @@ pub async fn check_tls(
     let Ok(client) = redis::Client::build_with_tls(connection.clone(), tls.clone()) else {
         return Err("unusable TLS material".into());
     };
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    {
-        Ok(Err(e)) => {
-            let text = e.to_string();
-            let lower = text.to_ascii_lowercase();
-            if lower.contains("certificate")
-                || lower.contains("unknownissuer")
-                || lower.contains("invalid peer")
-            {
-                Err(text)
-            } else {
-                Ok(())
+    // A handshake that times out says nothing about the certificate: on a
+    // loaded host it can take seconds. Ask again (boundedly) rather than
+    // start with a CA that may not verify the server.
+    for _ in 0..CHECK_TLS_ATTEMPTS {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                let lower = text.to_ascii_lowercase();
+                return if lower.contains("certificate")
+                    || lower.contains("unknownissuer")
+                    || lower.contains("invalid peer")
+                {
+                    Err(text)
+                } else {
+                    // Not up yet, or refusing for another reason: the bus
+                    // reports it and keeps trying.
+                    Ok(())
+                };
             }
+            Err(_elapsed) => continue,
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
+
+/// How many 3 s handshakes [`check_tls`] tries before giving the server the
+/// benefit of the doubt.
+const CHECK_TLS_ATTEMPTS: usize = 3;
