@@ -187,9 +187,13 @@ impl Admission {
     /// that are not sessions: a TCP connection until it is upgraded to a
     /// WebSocket (or closes), a QUIC connection until its WebTransport
     /// session is established. Counted apart from [`Self::hold`]'s, so a
-    /// connection becoming a session never needs two slots at once.
-    pub fn hold_pending(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
-        self.take(Table::Pending, ip)
+    /// connection becoming a session never needs two slots at once. A
+    /// trusted proxy speaks for many clients and takes none (`None`).
+    pub fn hold_pending(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Slot>, Refused> {
+        if self.trusts(ip) {
+            return Ok(None);
+        }
+        self.take(Table::Pending, ip).map(Some)
     }
 
     fn table(&self, table: Table) -> &Mutex<HashMap<IpAddr, u32>> {
@@ -414,12 +418,12 @@ mod tests {
         let x = ip("1.1.1.1");
         let sessions = [a.hold(x).unwrap(), a.hold(x).unwrap()];
         // Sessions at the limit do not keep a new connection from starting.
-        let p1 = a.hold_pending(x).unwrap();
-        let p2 = a.hold_pending(x).unwrap();
+        let p1 = a.hold_pending(x).unwrap().unwrap();
+        let p2 = a.hold_pending(x).unwrap().unwrap();
         assert_eq!(a.hold_pending(x).unwrap_err(), Refused::Concurrent);
         assert_eq!(a.pending_from(x), 2);
         drop(p1);
-        let p3 = a.hold_pending(x).unwrap();
+        let p3 = a.hold_pending(x).unwrap().unwrap();
         drop((p2, p3, sessions));
         assert_eq!(a.pending_from(x), 0);
         assert_eq!(a.open_addresses(), 0);

@@ -153,24 +153,17 @@ async fn accept(
             // MAX_CONNECTIONS_PER_IP among the connections that are not
             // sessions: many silent or slow connections from one address
             // are refused here instead of waiting out the header timeout.
-            // A trusted proxy without a PROXY header speaks for many
-            // clients and is not counted.
-            let pending = if shared.admission.trusts(remote) {
-                None
-            } else {
-                match shared.admission.hold_pending(remote) {
-                    Ok(slot) => Some(slot),
-                    Err(refused) => {
-                        shared.refusals.refused(
-                            Transport::websocket,
-                            refused.reason(),
-                            Some(remote),
-                        );
-                        if tls.is_none() {
-                            refuse_early(stream.get_ref(), refused);
-                        }
-                        return;
+            // (A trusted proxy without a PROXY header is not counted.)
+            let pending = match shared.admission.hold_pending(remote) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    shared
+                        .refusals
+                        .refused(Transport::websocket, refused.reason(), Some(remote));
+                    if tls.is_none() {
+                        refuse_early(stream.get_ref(), refused);
                     }
+                    return;
                 }
             };
             let remote = Remote(remote);

@@ -185,17 +185,13 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, stop: CancellationTo
         };
         // Until its session is established the connection counts against
         // its address's MAX_CONNECTIONS_PER_IP among the connections that
-        // are not sessions. A trusted proxy speaks for many clients.
-        let pending = if shared.admission.trusts(peer) {
-            None
-        } else {
-            match shared.admission.hold_pending(peer) {
-                Ok(slot) => Some(slot),
-                Err(refused) => {
-                    shared.refusals.refused(T, refused.reason(), Some(peer));
-                    incoming.refuse();
-                    continue;
-                }
+        // are not sessions (a trusted proxy is not counted).
+        let pending = match shared.admission.hold_pending(peer) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                shared.refusals.refused(T, refused.reason(), Some(peer));
+                incoming.refuse();
+                continue;
             }
         };
         let s = shared.clone();

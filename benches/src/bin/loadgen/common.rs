@@ -374,6 +374,35 @@ pub(crate) struct Target {
     pub(crate) to: PeerId,
 }
 
+impl Target {
+    /// Sends signal number `k`, stamped with its send time and padded with
+    /// `pad`, and counts it (in `sent` too when stamped inside `window`).
+    /// False when the connection is gone.
+    pub(crate) async fn send_stamped(
+        &self,
+        k: u64,
+        pad: &str,
+        window: Window,
+        counters: &Counters,
+    ) -> bool {
+        let t = now_ns();
+        let data = payload(t, k, pad);
+        if self
+            .handle
+            .signal_no_ack(&self.room, &self.to, data)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        counters.sent_all.fetch_add(1, Ordering::Relaxed);
+        if window.contains(t) {
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use crate::common::{
     Counters, Report, Target, Window, close_all, connect_pairs, drain, histogram, latency_json,
-    latency_line, now_ns, ns_at, payload, receive, settle, transport_name,
+    latency_line, ns_at, receive, settle, transport_name,
 };
 use crate::{Global, seconds};
 use std::sync::Arc;
@@ -71,15 +71,8 @@ async fn pace(
         if now >= first {
             let due = ((now - first).as_secs_f64() * rate) as u64 + 1;
             while k < due {
-                let t = now_ns();
-                let data = payload(t, k, &pad);
-                let sent = target.handle.signal_no_ack(&target.room, &target.to, data);
-                if sent.await.is_err() {
+                if !target.send_stamped(k, &pad, window, &counters).await {
                     return;
-                }
-                counters.sent_all.fetch_add(1, Ordering::Relaxed);
-                if window.contains(t) {
-                    counters.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 k += 1;
             }
@@ -100,19 +93,8 @@ async fn on_ticks(
 ) {
     let mut k: u64 = 0;
     while ticks.recv().await.is_some() {
-        let t = now_ns();
-        let data = payload(t, k, &pad);
-        if target
-            .handle
-            .signal_no_ack(&target.room, &target.to, data)
-            .await
-            .is_err()
-        {
+        if !target.send_stamped(k, &pad, window, &counters).await {
             return;
-        }
-        counters.sent_all.fetch_add(1, Ordering::Relaxed);
-        if window.contains(t) {
-            counters.sent.fetch_add(1, Ordering::Relaxed);
         }
         k += 1;
     }

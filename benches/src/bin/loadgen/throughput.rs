@@ -7,7 +7,7 @@
 
 use crate::common::{
     Counters, Report, Target, Window, close_all, connect_pairs, drain, histogram, latency_json,
-    latency_line, now_ns, ns_at, payload, receive, settle, transport_name,
+    latency_line, ns_at, receive, settle, transport_name,
 };
 use crate::{Global, seconds};
 use std::sync::Arc;
@@ -64,20 +64,12 @@ impl Push {
                     continue;
                 }
             }
-            let t = now_ns();
-            let data = payload(t, k, &self.pad);
-            let target = &self.target;
-            if target
-                .handle
-                .signal_no_ack(&target.room, &target.to, data)
+            if !self
+                .target
+                .send_stamped(k, &self.pad, self.window, &self.counters)
                 .await
-                .is_err()
             {
                 return;
-            }
-            self.counters.sent_all.fetch_add(1, Ordering::Relaxed);
-            if self.window.contains(t) {
-                self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             k += 1;
         }
