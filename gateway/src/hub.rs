@@ -8,7 +8,7 @@
 //! the room, and one sender's messages reach one recipient in order.
 
 use crate::bus::{
-    BoxFuture, Bus, Change, Claim, Event, Handover, Remote, RemoteMember, RouteError,
+    BoxFuture, Bus, Change, Claim, Event, Eviction, Handover, Remote, RemoteMember, RouteError,
 };
 use crate::metrics::{Metrics, RoomStats, room_size_class};
 use crate::peer::{Link, Peer, ReplayError};
@@ -228,12 +228,18 @@ impl Hub {
     /// a random resume secret ending with `owner`.
     fn new_peer(&self, id: Option<PeerId>, owner: &str) -> Arc<Peer> {
         let mut rng = rand::rng();
+        // A transport-named session's secret starts with `bus::NAMED`.
+        let mut secret = String::with_capacity(33 + owner.len());
+        if id.is_some() {
+            secret.push(crate::bus::NAMED);
+        }
         let id = id.unwrap_or_else(|| {
             let id: [u8; 10] = rng.random();
             PeerId::new(&format!("p_{}", hex(&id))).expect("hex ids are valid")
         });
-        let secret: [u8; 16] = rng.random();
-        let secret = format!("{}{owner}", hex(&secret));
+        let random: [u8; 16] = rng.random();
+        secret.push_str(&hex(&random));
+        secret.push_str(owner);
         Arc::new(Peer::new(id, secret, self.settings.resume_buffer))
     }
 
@@ -281,6 +287,46 @@ impl Hub {
         let welcome = welcome(&peer, false);
         self.enter(self.lock(), &peer, link, welcome, false);
         peer
+    }
+
+    /// Before [`Hub::open_as`] opens `id` here: a session another instance
+    /// serves under that id ends there if the transport named it too (its
+    /// rooms get `peer_left`, reason `left`, before they hear of the new
+    /// one); one the server named refuses the open, as it does here. When
+    /// the other instances cannot be asked (Redis unreachable), the open
+    /// goes ahead.
+    pub async fn evict_elsewhere(&self, id: &PeerId) -> Result<(), Refusal> {
+        if self.lock().peers.contains_key(id) {
+            // Served here: `open_as` applies the same rule locally.
+            return Ok(());
+        }
+        match self.bus.evict(id).await {
+            Eviction::Free => {
+                let mut inner = self.lock();
+                let rooms: Vec<RoomName> = inner
+                    .rooms
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.members
+                            .get(id)
+                            .is_some_and(|m| matches!(m.at, At::Remote(_)))
+                    })
+                    .map(|(room, _)| room.clone())
+                    .collect();
+                for room in rooms {
+                    self.leave_room_locked(&mut inner, &room, id, LeaveReason::Left, false);
+                }
+                Ok(())
+            }
+            Eviction::Refused => Err(refuse(
+                ErrorCode::BadRequest,
+                "this peer id belongs to another session",
+            )),
+            Eviction::Unknown => {
+                tracing::warn!(peer = %id, "could not check other instances for a session with this id; opening it anyway");
+                Ok(())
+            }
+        }
     }
 
     /// Opens a new session with the peer id `id`, which the transport chose
@@ -903,6 +949,7 @@ impl Hub {
                 last_seq,
                 requester,
             } => self.hand_over(&peer, last_seq, requester),
+            Event::Evict { peer, requester } => self.evict_for(&peer, &requester),
             Event::Resync { room, members } => self.resync(room, members),
         }
     }
@@ -977,6 +1024,30 @@ impl Hub {
         for member in members {
             self.remote_member(room.clone(), member);
         }
+    }
+
+    /// A client of another instance connected under the id of a session of
+    /// ours that the transport named: it ends here as if it had left (our
+    /// members get `peer_left`; the asker tells everyone else), and its
+    /// connection closes with 4010. One the server named stays.
+    fn evict_for(&self, id: &PeerId, requester: &str) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let ok = match inner.peers.get(id) {
+            None => true,
+            Some(entry) if !entry.claimed => false,
+            Some(_) => {
+                let entry = inner.peers.remove(id).expect("checked above");
+                for room in entry.rooms {
+                    self.leave_room_locked(inner, &room, id, LeaveReason::Left, false);
+                }
+                self.set_gauges(inner);
+                entry.peer.end(Some(CloseCode::TakenOver));
+                true
+            }
+        };
+        drop(guard);
+        self.bus.evicted(requester, id, ok);
     }
 
     /// Another instance resumes one of our sessions: hand it over with what

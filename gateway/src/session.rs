@@ -86,9 +86,10 @@ where
 /// Serves one client connection until it ends, as peer `claim` when given:
 /// a transport whose clients name themselves (the legacy Socket.IO adapter,
 /// whose `deviceId` is the peer id) asks for that id here instead of the one
-/// the server would assign. A session opened with the same claimed id and
-/// still served here is replaced (see [`crate::hub::Hub::open_as`]); a
-/// `hello` with `resume` ignores the claim.
+/// the server would assign. A session opened with the same claimed id, here
+/// or on another instance, is replaced (see
+/// [`crate::hub::Hub::evict_elsewhere`] and [`crate::hub::Hub::open_as`]);
+/// a `hello` with `resume` ignores the claim.
 pub async fn serve_as<I, O>(
     shared: Arc<Shared>,
     incoming: I,
@@ -385,10 +386,11 @@ impl Session {
             },
             None => match self.claim.take() {
                 None => shared.hub.open_owned(self.link.clone(), &welcome, &owner),
-                Some(claim) => match shared
-                    .hub
-                    .open_as(self.link.clone(), &welcome, claim, &owner)
-                {
+                Some(claim) => match shared.hub.evict_elsewhere(&claim).await.and_then(|()| {
+                    shared
+                        .hub
+                        .open_as(self.link.clone(), &welcome, claim, &owner)
+                }) {
                     Ok(peer) => peer,
                     Err(refusal) => {
                         self.send_raw_error(id, refusal.code, refusal.message);

@@ -96,3 +96,77 @@ test('long-polling only, through HAProxy: every request of a session reaches its
     b.close();
   }
 });
+
+test('a deviceId connected to one instance and then to another is replaced there; a native id is refused on every instance', { timeout: 60_000 }, async () => {
+  const id = `dup-${process.pid}`;
+  const near = await native(`ws://127.0.0.1:${g2.port}/ws`, 'near-g2');
+  const far = await native(`ws://127.0.0.1:${g1.port}/ws`, 'far-g1');
+  const first = await legacy(g1.http, { deviceId: id, transports: ['websocket'] });
+  let second;
+  try {
+    await near.request({ type: 'join', room: 'global' }, 'joined');
+    await far.request({ type: 'join', room: 'global' }, 'joined');
+    first.emit('join-account');
+    await first.next('existing-peers');
+    await near.next('peer_joined', (m) => m.peer === id);
+    await far.next('peer_joined', (m) => m.peer === id);
+
+    second = await legacy(g2.http, { deviceId: id, clientType: 'second', transports: ['websocket'] });
+    assert.equal(await first.next('disconnect'), 'io server disconnect');
+    // Both instances' members see the old session leave before the new one joins.
+    assert.equal((await near.next('peer_left', (m) => m.peer === id)).reason, 'left');
+    assert.equal((await far.next('peer_left', (m) => m.peer === id)).reason, 'left');
+    for (let i = 0; i < 50 && (await socketio()).join() !== '0,1'; i++) await sleep(50);
+    assert.deepEqual(await socketio(), [0, 1], 'one session under the id, on the second instance');
+    second.emit('join-account');
+    await second.next('existing-peers');
+    assert.equal((await near.next('peer_joined', (m) => m.peer === id)).meta.clientType, 'second');
+    assert.equal((await far.next('peer_joined', (m) => m.peer === id)).meta.clientType, 'second');
+
+    near.send({ type: 'signal', room: 'global', to: id, data: 'same instance' });
+    far.send({ type: 'signal', room: 'global', to: id, data: 'across' });
+    const got = [await second.next('webrtc-signal'), await second.next('webrtc-signal')];
+    assert.deepEqual(got.map((s) => s.signal).sort(), ['across', 'same instance']);
+    await far.none('peer_left', (m) => m.peer === id, 500);
+
+    // A session the server named is never replaced, wherever it is served.
+    await assert.rejects(legacy(g2.http, { deviceId: far.peer }), /connect_error: bad_request/);
+    assert.equal((await far.request({ type: 'ping' }, 'pong')).type, 'pong');
+  } finally {
+    first.close();
+    second?.close();
+    await near.close();
+    await far.close();
+  }
+});
+
+test('a deviceId whose instance was killed is taken over at once, its rooms told before the grace window ends', { timeout: 60_000 }, async () => {
+  const g3 = await startGateway({ REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), SERVER_ID: 'g3' });
+  const id = `orphan-${process.pid}`;
+  const near = await native(`ws://127.0.0.1:${g2.port}/ws`, 'near-g2');
+  let second;
+  try {
+    await near.request({ type: 'join', room: 'global' }, 'joined');
+    const first = await legacy(g3.http, { deviceId: id, transports: ['websocket'] });
+    first.emit('join-account');
+    await first.next('existing-peers');
+    await near.next('peer_joined', (m) => m.peer === id);
+    g3.child.kill('SIGKILL');
+    await g3.stop();
+    first.close();
+
+    const t0 = Date.now();
+    second = await legacy(g2.http, { deviceId: id, transports: ['websocket'] });
+    assert.equal((await near.next('peer_left', (m) => m.peer === id)).reason, 'left');
+    assert.ok(Date.now() - t0 < 5000, 'not after the resume grace window');
+    second.emit('join-account');
+    await second.next('existing-peers');
+    await near.next('peer_joined', (m) => m.peer === id);
+    near.send({ type: 'signal', room: 'global', to: id, data: 'found' });
+    assert.equal((await second.next('webrtc-signal')).signal, 'found');
+  } finally {
+    second?.close();
+    await near.close();
+    await g3.stop();
+  }
+});

@@ -146,6 +146,14 @@ pub enum Event {
         /// The instance asking.
         requester: Arc<str>,
     },
+    /// A client of another instance connected under the id of a session
+    /// of ours that the transport named (a legacy `deviceId`): end it.
+    Evict {
+        /// The session.
+        peer: PeerId,
+        /// The instance asking.
+        requester: Arc<str>,
+    },
     /// The full membership of a watched room as Redis has it now.
     Resync {
         /// The room.
@@ -193,6 +201,35 @@ pub enum Handover {
     Session(Claim),
     /// It cannot be resumed without a gap (or is gone); it has ended.
     Refused,
+}
+
+/// Marks the secret of a session whose id the transport named (a legacy
+/// `deviceId`): such secrets start with it, and server-made ones are hex
+/// and never do, so every instance can tell from the directory which
+/// sessions may be replaced by id.
+pub const NAMED: char = 'n';
+
+/// Whether `secret` is a transport-named session's ([`NAMED`]).
+pub fn is_named(secret: &str) -> bool {
+    secret.starts_with(NAMED)
+}
+
+/// Whether an id another instance serves is free to open here
+/// ([`Bus::evict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// No other live instance serves it (any longer): the session there
+    /// ended, or its instance is gone; the other instances have been told
+    /// that it left its rooms (this one's hub still has to tell its own
+    /// members).
+    Free,
+    /// Another instance serves it under an id the server chose: it is
+    /// never replaced.
+    Refused,
+    /// It could not be found out (Redis unreachable, or no answer in
+    /// time): opening it here may leave a second session under the id
+    /// elsewhere until one of them ends.
+    Unknown,
 }
 
 /// What the hub needs from other instances.
@@ -248,6 +285,23 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 
     /// Answers a takeover request from `requester`.
     fn hand_over(&self, requester: &str, peer: &PeerId, handover: Handover);
+
+    /// Before a transport-named session (a legacy `deviceId`) opens here
+    /// as `peer`: ends the session another live instance serves under that
+    /// id, if the transport named that one too, and forgets it everywhere
+    /// (its rooms get `peer_left`, reason `left`), so that the id is this
+    /// instance's alone. A dead instance's session under the id is
+    /// forgotten the same way.
+    fn evict(&self, peer: &PeerId) -> BoxFuture<'_, Eviction> {
+        let _ = peer;
+        Box::pin(async { Eviction::Free })
+    }
+
+    /// Answers an [`Event::Evict`] from `requester`: `ok` when the session
+    /// ended here (or was not here).
+    fn evicted(&self, requester: &str, peer: &PeerId, ok: bool) {
+        let _ = (requester, peer, ok);
+    }
 
     /// The live instances as the shared directory last listed them (every
     /// instance refreshes its entry with its heartbeat); `None` without a

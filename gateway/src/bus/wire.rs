@@ -88,6 +88,28 @@ pub enum Wire {
         /// Numbered messages the client has not seen.
         lines: Vec<Bytes>,
     },
+    /// "End this session: a client of mine connected under its id"
+    /// (instance channel of its owner; legacy `deviceId` replacement).
+    Evict {
+        /// The instance asking.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The session.
+        peer: PeerId,
+    },
+    /// The answer (instance channel of the asker).
+    Evicted {
+        /// The instance that served the session.
+        origin: Arc<str>,
+        /// Its region.
+        region: Arc<str>,
+        /// The session.
+        peer: PeerId,
+        /// Whether the id is free now: the session ended or was not served
+        /// there. `false`: the server named it, so it is never replaced.
+        ok: bool,
+    },
 }
 
 /// A message from another instance could not be read (a bug or a foreign
@@ -276,6 +298,24 @@ impl Wire {
                 .field(room.as_str().as_bytes())
                 .field(to.as_str().as_bytes())
                 .field(body),
+            Self::Evict {
+                origin,
+                region,
+                peer,
+            } => Writer::new(b'X')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(peer.as_str().as_bytes()),
+            Self::Evicted {
+                origin,
+                region,
+                peer,
+                ok,
+            } => Writer::new(b'V')
+                .field(origin.as_bytes())
+                .field(region.as_bytes())
+                .field(peer.as_str().as_bytes())
+                .num(u64::from(*ok)),
             Self::Takeover {
                 origin,
                 region,
@@ -358,6 +398,17 @@ impl Wire {
                 room: r.room()?,
                 to: r.peer()?,
                 body: r.field()?,
+            },
+            b'X' => Self::Evict {
+                origin,
+                region,
+                peer: r.peer()?,
+            },
+            b'V' => Self::Evicted {
+                origin,
+                region,
+                peer: r.peer()?,
+                ok: r.num()? == 1,
             },
             b'T' => Self::Takeover {
                 origin,
@@ -443,6 +494,17 @@ mod tests {
                 region: r.clone(),
                 peer: peer.clone(),
                 last_seq: 41,
+            },
+            Wire::Evict {
+                origin: o.clone(),
+                region: r.clone(),
+                peer: peer.clone(),
+            },
+            Wire::Evicted {
+                origin: o.clone(),
+                region: r.clone(),
+                peer: peer.clone(),
+                ok: false,
             },
             Wire::Handover {
                 origin: o,

@@ -31,8 +31,8 @@ mod sentinel;
 
 use super::wire::{self, Wire};
 use super::{
-    BoxFuture, Bus, Change, Claim, Event, Handover, Health, Instance, Remote, RemoteMember,
-    RouteError,
+    BoxFuture, Bus, Change, Claim, Event, Eviction, Handover, Health, Instance, Remote,
+    RemoteMember, RouteError,
 };
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -224,6 +224,8 @@ struct Inner {
     commands_ok: AtomicBool,
     local: Mutex<Local>,
     claims: Mutex<HashMap<PeerId, oneshot::Sender<Wire>>>,
+    /// Evictions asked for ([`Bus::evict`]), waiting for their answer.
+    evictions: Mutex<HashMap<PeerId, oneshot::Sender<bool>>>,
     metrics: Arc<Metrics>,
     deliver_or_inbox: Script,
     claim_orphan: Script,
@@ -353,6 +355,7 @@ impl Redis {
             commands_ok: AtomicBool::new(false),
             local: Mutex::default(),
             claims: Mutex::default(),
+            evictions: Mutex::default(),
             metrics,
             deliver_or_inbox: Script::new(DELIVER_OR_INBOX),
             claim_orphan: Script::new(CLAIM_ORPHAN),
@@ -556,6 +559,17 @@ impl Inner {
                     last_seq,
                     requester: origin,
                 });
+            }
+            Wire::Evict { origin, peer, .. } => {
+                self.emit(Event::Evict {
+                    peer,
+                    requester: origin,
+                });
+            }
+            Wire::Evicted { peer, ok, .. } => {
+                if let Some(tx) = lock(&self.evictions).remove(&peer) {
+                    let _ = tx.send(ok);
+                }
             }
             h @ Wire::Handover { .. } => {
                 let Wire::Handover { peer, .. } = &h else {

@@ -342,6 +342,125 @@ impl Bus for Redis {
         })
     }
 
+    fn evict(&self, peer: &PeerId) -> BoxFuture<'_, Eviction> {
+        let peer = peer.clone();
+        Box::pin(async move {
+            let inner = &self.inner;
+            let k = &inner.keys;
+            let Ok(mut conn) = inner.conn().await else {
+                return Eviction::Unknown;
+            };
+            let entry: HashMap<String, String> = match redis::cmd("HGETALL")
+                .arg(k.peer(peer.as_str()))
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(entry) => entry,
+                Err(_) => return Eviction::Unknown,
+            };
+            let Some(owner) = entry.get("server").cloned() else {
+                return Eviction::Free;
+            };
+            if owner == *inner.s.server {
+                return Eviction::Free;
+            }
+            if !entry.get("secret").is_some_and(|s| crate::bus::is_named(s)) {
+                return Eviction::Refused;
+            }
+            let (tx, rx) = oneshot::channel();
+            lock(&inner.evictions).insert(peer.clone(), tx);
+            let ask = Wire::Evict {
+                origin: inner.s.server.clone(),
+                region: inner.s.region.clone(),
+                peer: peer.clone(),
+            }
+            .encode();
+            let listeners: Result<i64, _> = redis::cmd(inner.publish)
+                .arg(k.ch_srv(&owner))
+                .arg(ask.as_ref())
+                .query_async(&mut conn)
+                .await;
+            let answer = match listeners {
+                // Nobody listening: its instance is gone.
+                Ok(0) => Some(true),
+                Ok(_) => tokio::time::timeout(HANDOVER_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                Err(_) => None,
+            };
+            lock(&inner.evictions).remove(&peer);
+            match answer {
+                Some(true) => {}
+                Some(false) => return Eviction::Refused,
+                None => return Eviction::Unknown,
+            }
+            // The old session is over: forget it here, so that its rooms
+            // hear `peer_left` before they hear of the new one (same
+            // instance, same channel, in order).
+            let rooms: Vec<String> = match redis::cmd("SMEMBERS")
+                .arg(k.prooms(peer.as_str()))
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(rooms) => rooms,
+                Err(_) => return Eviction::Unknown,
+            };
+            let mut pipe = redis::pipe();
+            for room in rooms.iter().filter_map(|r| RoomName::new(r).ok()) {
+                pipe.cmd("HDEL")
+                    .arg(k.room(room.as_str()))
+                    .arg(peer.as_str())
+                    .ignore();
+                let wire = Wire::Left {
+                    origin: inner.s.server.clone(),
+                    region: inner.s.region.clone(),
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    reason: LeaveReason::Left,
+                };
+                pipe.cmd(inner.publish)
+                    .arg(k.ch_room(room.as_str()))
+                    .arg(wire.encode().as_ref())
+                    .ignore();
+            }
+            pipe.cmd("DEL")
+                .arg(k.peer(peer.as_str()))
+                .arg(k.prooms(peer.as_str()))
+                .arg(k.inbox(peer.as_str()))
+                .ignore();
+            pipe.cmd("SREM")
+                .arg(k.srvpeers(&owner))
+                .arg(peer.as_str())
+                .ignore();
+            match exec(&mut conn, &pipe).await {
+                Ok(_) => Eviction::Free,
+                Err(_) => Eviction::Unknown,
+            }
+        })
+    }
+
+    fn evicted(&self, requester: &str, peer: &PeerId, ok: bool) {
+        let inner = &self.inner;
+        if ok {
+            // Not asserted again by our heartbeat; the asker forgets it in
+            // Redis.
+            lock(&inner.local).peers.remove(peer);
+        }
+        let wire = Wire::Evicted {
+            origin: inner.s.server.clone(),
+            region: inner.s.region.clone(),
+            peer: peer.clone(),
+            ok,
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd(inner.publish)
+            .arg(inner.keys.ch_srv(requester))
+            .arg(wire.encode().as_ref())
+            .ignore();
+        let _ = inner.queue(Op::Cmds { pipe, done: None });
+    }
+
     fn instances(&self) -> Option<Vec<Instance>> {
         lock(&self.inner.directory).clone()
     }
