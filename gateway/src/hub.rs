@@ -950,6 +950,14 @@ impl Hub {
                 requester,
             } => self.hand_over(&peer, last_seq, requester),
             Event::Evict { peer, requester } => self.evict_for(&peer, &requester),
+            Event::Inbox { to, bodies } => {
+                let inner = self.lock();
+                if let Some(entry) = inner.peers.get(&to) {
+                    for body in &bodies {
+                        entry.peer.deliver(body, ServerKind::Signal, &self.metrics);
+                    }
+                }
+            }
             Event::Resync { room, members } => self.resync(room, members),
         }
     }

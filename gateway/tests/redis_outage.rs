@@ -271,3 +271,88 @@ async fn redis_hung_cross_instance_fails_fast_and_recovers() {
     }
     assert_keys_expire(&redis, "pantheon").await;
 }
+
+/// One instance's pub/sub connection drops and cannot come back for a
+/// while, though Redis is up and its command connections work (a proxy or
+/// load balancer resetting it, the moment of a failover): signals sent to
+/// its sessions meanwhile find no subscriber on its channel and are kept in
+/// their inboxes. Once re-subscribed, the instance delivers them, before
+/// anything newer: every acknowledged signal arrives, once, in order — none
+/// waits for a resume that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_sent_while_an_instance_resubscribes_arrive_once_in_order() {
+    let redis = Redis::start(RedisOptions::plain()).await;
+    let env = redis.env();
+    // gw-b signs in as its own ACL user, which can be barred from new
+    // connections while the ones it has keep working.
+    redis
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "gwb",
+            "on",
+            ">gwb-pass",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .await;
+    let a = instance("gw-a", "local", &env).spawn().await;
+    let b = instance("gw-b", "local", &env)
+        .env("REDIS_USERNAME", "gwb")
+        .env("REDIS_PASSWORD", "gwb-pass")
+        .spawn()
+        .await;
+    let mut a1 = connect(&a).await;
+    let mut b1 = connect(&b).await;
+    join_all("r", &mut [&mut a1, &mut b1]).await;
+    a1.signal("r", b1.peer(), json!({"n": 0})).await.unwrap();
+    expect_signal(&mut b1, "r", a1.peer(), &json!({"n": 0})).await;
+
+    redis.cmd(&["ACL", "SETUSER", "gwb", "off"]).await;
+    let killed = redis
+        .cmd(&["CLIENT", "KILL", "USER", "gwb", "TYPE", "pubsub"])
+        .await;
+    assert_eq!(killed.int(), Some(1), "CLIENT KILL answered {killed:?}");
+    until_health(&b, "down", 503, DETECT).await;
+    let sent = 20u64;
+    for n in 1..=sent {
+        within(
+            FAIL_FAST,
+            "a signal answer",
+            a1.signal("r", b1.peer(), json!({"n": n})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("signal {n} refused: {e}"));
+    }
+    let kept: Vec<String> = redis.keys("pantheon:inbox").await;
+    assert_eq!(
+        kept.len(),
+        1,
+        "the signals were kept in one inbox: {kept:?}"
+    );
+    redis.cmd(&["ACL", "SETUSER", "gwb", "on"]).await;
+    // Sent while gw-b re-subscribes and after: they come after the kept ones.
+    for n in sent + 1..=sent + 10 {
+        within(
+            FAIL_FAST,
+            "a signal answer",
+            a1.signal("r", b1.peer(), json!({"n": n})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("signal {n} refused: {e}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 1..=sent + 10 {
+        expect_signal(&mut b1, "r", a1.peer(), &json!({"n": n})).await;
+    }
+    assert_nothing_pending(&mut b1).await;
+    assert_eq!(b1.seq_errors(), 0);
+    assert!(
+        redis.keys("pantheon:inbox").await.is_empty(),
+        "the inbox was taken"
+    );
+    for mut c in [a1, b1] {
+        within(WAIT, "close", c.close()).await.unwrap();
+    }
+}

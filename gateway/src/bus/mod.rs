@@ -154,6 +154,15 @@ pub enum Event {
         /// The instance asking.
         requester: Arc<str>,
     },
+    /// Directed messages kept in the inbox of a session served here while
+    /// this instance had no subscription (a reconnect, a failover), oldest
+    /// first: delivered before anything that came after.
+    Inbox {
+        /// The recipient.
+        to: PeerId,
+        /// Encoded messages, without `seq`.
+        bodies: Vec<Bytes>,
+    },
     /// The full membership of a watched room as Redis has it now.
     Resync {
         /// The room.

@@ -59,6 +59,10 @@ pub enum Wire {
         to: PeerId,
         /// Encoded message, without `seq`.
         body: Bytes,
+        /// Random and non-zero; the same in the recipient's inbox, should it
+        /// be kept there too, so the two copies are told apart. A trailing
+        /// field: builds that predate it send none (0) and ignore it.
+        id: u64,
     },
     /// "Hand me this session" (instance channel of its owner).
     Takeover {
@@ -292,12 +296,14 @@ impl Wire {
                 room,
                 to,
                 body,
+                id,
             } => Writer::new(b'D')
                 .field(origin.as_bytes())
                 .field(region.as_bytes())
                 .field(room.as_str().as_bytes())
                 .field(to.as_str().as_bytes())
-                .field(body),
+                .field(body)
+                .num(*id),
             Self::Evict {
                 origin,
                 region,
@@ -398,6 +404,7 @@ impl Wire {
                 room: r.room()?,
                 to: r.peer()?,
                 body: r.field()?,
+                id: if r.0.has_remaining() { r.num()? } else { 0 },
             },
             b'X' => Self::Evict {
                 origin,
@@ -488,6 +495,7 @@ mod tests {
                 room: room.clone(),
                 to: peer.clone(),
                 body: Bytes::from_static(b"{}"),
+                id: 7,
             },
             Wire::Takeover {
                 origin: o.clone(),
@@ -518,6 +526,25 @@ mod tests {
         ];
         for w in all {
             assert_eq!(Wire::decode(w.encode()).unwrap(), w);
+        }
+    }
+
+    #[test]
+    fn a_deliver_from_a_build_without_ids_reads_as_id_0() {
+        let old = Writer::new(b'D')
+            .field(b"gw-1")
+            .field(b"eu")
+            .field(b"r")
+            .field(b"p_1")
+            .field(b"{}")
+            .0
+            .freeze();
+        match Wire::decode(old).unwrap() {
+            Wire::Deliver { id, body, .. } => {
+                assert_eq!(id, 0);
+                assert_eq!(body.as_ref(), b"{}");
+            }
+            other => panic!("decoded as {other:?}"),
         }
     }
 

@@ -175,17 +175,45 @@ impl Keys {
 }
 
 /// Deliver to a session's inbox if it is still registered to the instance
-/// that is gone; otherwise answer where it is now.
+/// that seemed gone; otherwise answer where it is now. With ARGV[5] (a
+/// channel; not on a cluster, whose sharded channels a script cannot reach
+/// from these keys) the message is first published there once more, in the
+/// same atomic step: an instance that was only re-subscribing gets it live,
+/// and one that subscribes later finds it in the inbox, which it drains
+/// right after subscribing ([`TAKE_INBOX`]). Nothing falls between the two.
 const DELIVER_OR_INBOX: &str = r"
 local s = redis.call('HGET', KEYS[1], 'server')
 if not s then return false end
 if s == ARGV[1] then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'b', ARGV[2])
+  if ARGV[5] ~= '' then
+    -- A write first (changing nothing): a primary demoted to a replica
+    -- refuses it before anything is published, so a refused script has had
+    -- no effect and may run again on the new primary.
+    redis.call('HINCRBY', KEYS[1], 'inboxed', 0)
+    if redis.call('PUBLISH', ARGV[5], ARGV[6]) > 0 then
+      return 'delivered'
+    end
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'b', ARGV[2], 'i', ARGV[7])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'inboxed', 1)
   return 'inbox'
 end
 return s
+";
+
+/// Take the inbox of a session this instance (ARGV[1]) serves: what was
+/// kept for it while this instance had no subscription (a reconnect, a
+/// failover). Answers `{inboxed, entries}`, or nothing when it is empty or
+/// the session is not registered here.
+const TAKE_INBOX: &str = r"
+if redis.call('HGET', KEYS[1], 'server') ~= ARGV[1] then return false end
+local total = tonumber(redis.call('HGET', KEYS[1], 'inboxed') or '0')
+if total == 0 then return false end
+redis.call('HSET', KEYS[1], 'inboxed', 0)
+local msgs = redis.call('XRANGE', KEYS[2], '-', '+')
+redis.call('DEL', KEYS[2])
+return {total, msgs}
 ";
 
 /// Move a session whose instance is gone to this one and take its inbox.
@@ -224,11 +252,16 @@ struct Inner {
     commands_ok: AtomicBool,
     local: Mutex<Local>,
     claims: Mutex<HashMap<PeerId, oneshot::Sender<Wire>>>,
+    /// Ids of the directed messages that came over our subscription
+    /// lately: a message also kept in an inbox (see [`drain_inboxes`]) is
+    /// not delivered twice.
+    delivered: Mutex<RecentIds>,
     /// Evictions asked for ([`Bus::evict`]), waiting for their answer.
     evictions: Mutex<HashMap<PeerId, oneshot::Sender<bool>>>,
     metrics: Arc<Metrics>,
     deliver_or_inbox: Script,
     claim_orphan: Script,
+    take_inbox: Script,
     /// The live instances as the directory last listed them.
     directory: Mutex<Option<Vec<Instance>>>,
     /// Death of other instances is not judged until then (after a
@@ -356,9 +389,11 @@ impl Redis {
             local: Mutex::default(),
             claims: Mutex::default(),
             evictions: Mutex::default(),
+            delivered: Mutex::default(),
             metrics,
             deliver_or_inbox: Script::new(DELIVER_OR_INBOX),
             claim_orphan: Script::new(CLAIM_ORPHAN),
+            take_inbox: Script::new(TAKE_INBOX),
             directory: Mutex::default(),
             judge_after: Mutex::new(Instant::now() + s.instance_ttl * 2),
             s,
@@ -538,8 +573,15 @@ impl Inner {
                 room,
                 to,
                 body,
+                id,
                 ..
             } => {
+                // A publish reaches the subscribers of replicas too: an
+                // instance still subscribed to a just-demoted primary gets
+                // the first publish and the inbox script's second one.
+                if id != 0 && !lock(&self.delivered).record(id) {
+                    return;
+                }
                 self.count_in(&region, stamp, now_us);
                 self.emit(Event::Deliver {
                     room,
@@ -612,6 +654,71 @@ impl Inner {
     }
 }
 
+/// Reads a `{inboxed, entries}` answer of [`CLAIM_ORPHAN`] or
+/// [`TAKE_INBOX`]: how many messages were ever kept, and the kept bodies
+/// with their [`Wire::Deliver`] ids (0 when kept by an older build), oldest
+/// first (fewer than the count when the stream was trimmed).
+fn inbox_entries(reply: &Value) -> Option<(usize, Vec<(Bytes, u64)>)> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let total = match parts.first() {
+        Some(Value::Int(n)) => *n as usize,
+        _ => 0,
+    };
+    let mut inbox = Vec::new();
+    if let Some(Value::Array(entries)) = parts.get(1) {
+        for entry in entries {
+            let Value::Array(e) = entry else { continue };
+            let Some(Value::Array(fields)) = e.get(1) else {
+                continue;
+            };
+            if let Some(Value::BulkString(b)) = fields.get(1) {
+                let id = match fields.get(3) {
+                    Some(Value::BulkString(i)) => std::str::from_utf8(i)
+                        .ok()
+                        .and_then(|i| i.parse().ok())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                inbox.push((Bytes::copy_from_slice(b), id));
+            }
+        }
+    }
+    Some((total, inbox))
+}
+
+/// The last [`RecentIds::KEEP`] message ids seen, oldest first out.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: std::collections::VecDeque<u64>,
+    set: HashSet<u64>,
+}
+
+impl RecentIds {
+    /// Enough for seconds of traffic at tens of thousands of directed
+    /// messages a second (about 1.5 MiB when full).
+    const KEEP: usize = 1 << 16;
+
+    /// Records `id`; `false` when it was already there.
+    fn record(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        if self.order.len() == Self::KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id);
+        true
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.set.contains(&id)
+    }
+}
+
 /// Compares secrets in constant time.
 fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -668,3 +775,23 @@ pub async fn check_tls(
 /// How many 3 s handshakes [`check_tls`] tries before giving the server the
 /// benefit of the doubt.
 const CHECK_TLS_ATTEMPTS: usize = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::RecentIds;
+
+    #[test]
+    fn recent_ids_tell_repeats_and_forget_the_oldest() {
+        let mut ids = RecentIds::default();
+        assert!(ids.record(1));
+        assert!(!ids.record(1), "a repeat");
+        for id in 2..=RecentIds::KEEP as u64 {
+            assert!(ids.record(id));
+        }
+        assert!(ids.contains(1) && ids.contains(RecentIds::KEEP as u64));
+        assert!(ids.record(RecentIds::KEEP as u64 + 1));
+        assert!(!ids.contains(1), "the oldest was forgotten");
+        assert!(ids.record(1), "and is new again");
+        assert!(!ids.contains(2));
+    }
+}

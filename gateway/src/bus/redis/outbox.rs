@@ -15,6 +15,8 @@ pub(super) enum Op {
         to: PeerId,
         payload: Bytes,
         body: Bytes,
+        /// The message's [`Wire::Deliver`] id.
+        id: u64,
         done: Option<oneshot::Sender<Result<(), RouteError>>>,
     },
 }
@@ -223,6 +225,7 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
                 to,
                 payload,
                 body,
+                id,
                 ..
             } => {
                 let listeners = matches!(mine.first(), Some(Value::Int(n)) if *n > 0);
@@ -234,8 +237,16 @@ pub(super) async fn run_batch(inner: &Inner, held: &mut Option<Conn>, batch: &mu
                         "redis primary is now a replica".into(),
                     ))
                 } else {
-                    match orphan_delivery(inner, conn, server, to, payload.clone(), body.clone())
-                        .await
+                    match orphan_delivery(
+                        inner,
+                        conn,
+                        server,
+                        to,
+                        payload.clone(),
+                        body.clone(),
+                        *id,
+                    )
+                    .await
                     {
                         Err(Orphan::Refused) => {
                             refused = true;
@@ -305,6 +316,7 @@ pub(super) async fn orphan_delivery(
     to: &PeerId,
     payload: Bytes,
     body: Bytes,
+    id: u64,
 ) -> Result<(), Orphan> {
     let k = &inner.keys;
     let reply: Option<String> = inner
@@ -315,6 +327,13 @@ pub(super) async fn orphan_delivery(
         .arg(body.as_ref())
         .arg(inner.s.resume_buffer.max(1))
         .arg(inner.long_ttl_ms())
+        .arg(if inner.publish == "PUBLISH" {
+            k.ch_srv(dead)
+        } else {
+            String::new()
+        })
+        .arg(payload.as_ref())
+        .arg(id)
         .invoke_async(conn)
         .await
         .map_err(|e| {
@@ -326,7 +345,7 @@ pub(super) async fn orphan_delivery(
         })?;
     match reply.as_deref() {
         None => Err(Orphan::Failed(RouteError::NotFound)),
-        Some("inbox") => Ok(()),
+        Some("inbox" | "delivered") => Ok(()),
         Some(now) => {
             let n: i64 = redis::cmd(inner.publish)
                 .arg(k.ch_srv(now))

@@ -85,6 +85,10 @@ pub(super) async fn subscriber(
                 }
             });
         }
+        if !first {
+            // Before anything that comes over the new subscription.
+            drain_inboxes(&inner).await;
+        }
         first = false;
         inner.healthy.store(true, Ordering::Relaxed);
         loop {
@@ -228,6 +232,11 @@ pub(super) async fn cluster_subscriber(
                             }
                             *lock(&again.judge_after) = Instant::now() + again.s.instance_ttl * 2;
                             reassert(&again);
+                            // Sharded channels cannot be published to from
+                            // the inbox script, and the client re-subscribes
+                            // on its own: what was kept comes now, maybe
+                            // after newer messages, but it is not lost.
+                            drain_inboxes(&again).await;
                             again.healthy.store(true, Ordering::Relaxed);
                         });
                     }
@@ -235,6 +244,86 @@ pub(super) async fn cluster_subscriber(
                 }
             }
         }
+    }
+}
+
+/// After a re-subscription: hands the hub what was kept in the inboxes of
+/// the sessions served here while this instance had no subscription
+/// (another instance published to our channel and found no subscriber; see
+/// [`DELIVER_OR_INBOX`]). Runs before the new subscription's messages are
+/// read, so those come after. Messages kept after this point cannot exist:
+/// a publisher that finds no subscriber publishes once more and inboxes
+/// only if that too finds none, in one atomic step.
+async fn drain_inboxes(inner: &Inner) {
+    let peers: Vec<PeerId> = lock(&inner.local).peers.keys().cloned().collect();
+    if peers.is_empty() {
+        return;
+    }
+    let drained = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
+        let mut conn = inner.conn().await.map_err(|e| e.to_string())?;
+        let k = &inner.keys;
+        // One round trip finds the few sessions with anything kept.
+        let mut pipe = redis::pipe();
+        for peer in &peers {
+            pipe.cmd("HGET").arg(k.peer(peer.as_str())).arg("inboxed");
+        }
+        let counts = exec(&mut conn, &pipe).await.map_err(|e| e.to_string())?;
+        for (peer, count) in peers.iter().zip(counts) {
+            let kept = redis::from_redis_value::<Option<u64>>(count)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if kept == 0 {
+                continue;
+            }
+            let reply: Value = inner
+                .take_inbox
+                .key(k.peer(peer.as_str()))
+                .key(k.inbox(peer.as_str()))
+                .arg(&*inner.s.server)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some((total, kept)) = inbox_entries(&reply) else {
+                continue;
+            };
+            if total > kept.len() {
+                tracing::warn!(
+                    %peer,
+                    lost = total - kept.len(),
+                    "more messages were kept for a session during the reconnect than its inbox holds (RESUME_BUFFER); the oldest are lost"
+                );
+            }
+            // Publishes reach subscribers of replicas too: while this
+            // instance was subscribed to a primary that had just been
+            // demoted, it got live what the new primary also kept.
+            let bodies: Vec<Bytes> = {
+                let seen = lock(&inner.delivered);
+                kept.into_iter()
+                    .filter(|(_, id)| *id == 0 || !seen.contains(*id))
+                    .map(|(body, _)| body)
+                    .collect()
+            };
+            if bodies.is_empty() {
+                continue;
+            }
+            tracing::info!(%peer, messages = bodies.len(), "delivering what was kept while re-subscribing");
+            inner.emit(Event::Inbox {
+                to: peer.clone(),
+                bodies,
+            });
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not drain inboxes after re-subscribing; they are drained after the next reconnect")
+        }
+        Err(_) => tracing::warn!(
+            "draining inboxes after re-subscribing timed out; they are drained after the next reconnect"
+        ),
     }
 }
 

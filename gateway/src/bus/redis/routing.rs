@@ -128,12 +128,14 @@ impl Bus for Redis {
         body: Bytes,
     ) -> BoxFuture<'static, Result<(), RouteError>> {
         let inner = &self.inner;
+        let id = rand::random::<u64>().max(1);
         let payload = Wire::Deliver {
             origin: inner.s.server.clone(),
             region: inner.s.region.clone(),
             room: room.clone(),
             to: to.clone(),
             body: body.clone(),
+            id,
         }
         .encode();
         let payload = stamp(&payload);
@@ -146,6 +148,7 @@ impl Bus for Redis {
             to: to.clone(),
             payload,
             body,
+            id,
             done: Some(tx),
         });
         Box::pin(async move {
@@ -281,25 +284,8 @@ impl Bus for Redis {
                 .invoke_async(&mut conn)
                 .await
                 .ok()?;
-            let Value::Array(parts) = reply else {
-                return None;
-            };
-            let total = match parts.first() {
-                Some(Value::Int(n)) => *n as usize,
-                _ => 0,
-            };
-            let mut inbox = Vec::new();
-            if let Some(Value::Array(entries)) = parts.get(1) {
-                for entry in entries {
-                    let Value::Array(e) = entry else { continue };
-                    let Some(Value::Array(fields)) = e.get(1) else {
-                        continue;
-                    };
-                    if let Some(Value::BulkString(b)) = fields.get(1) {
-                        inbox.push(Bytes::copy_from_slice(b));
-                    }
-                }
-            }
+            let (total, kept) = inbox_entries(&reply)?;
+            let inbox: Vec<Bytes> = kept.into_iter().map(|(body, _)| body).collect();
             if total > inbox.len() {
                 // More arrived than the inbox keeps: resuming would skip some.
                 return None;
