@@ -592,5 +592,5 @@ async fn http_slowloris_is_bounded_per_address_and_closed_after_the_header_timeo
         .unwrap();
     let answer = within(WAIT, "health after", read_to_close(&mut s)).await;
     assert!(answer.starts_with(b"HTTP/1.1 200"));
-    calm.stop(40, "HTTP slowloris").await;
+    calm.stop(20, "HTTP slowloris").await;
 }
