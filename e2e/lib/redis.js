@@ -15,6 +15,23 @@ function pingRedis(port) {
   });
 }
 
+/** How many clients Redis counts as subscribed to `channel` (PUBSUB NUMSUB). */
+export function numsub(port, channel) {
+  return new Promise((ok, fail) => {
+    const s = createConnection({ host: '127.0.0.1', port }, () => {
+      s.write(`*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n`);
+    });
+    let got = '';
+    s.setTimeout(2000, () => { s.destroy(); fail(new Error('PUBSUB NUMSUB: no answer')); });
+    s.on('data', (d) => {
+      got += d;
+      const m = /:(\d+)\r\n$/.exec(got);
+      if (m) { s.destroy(); ok(Number(m[1])); }
+    });
+    s.on('error', fail);
+  });
+}
+
 /** Starts `redis-server`; resolves once it answers PING. */
 export async function startRedis() {
   const port = await freePort();
