@@ -66,7 +66,7 @@ fn cpu_seconds() -> f64 {
 }
 
 pub(crate) async fn run(args: &ClientArgs) -> anyhow::Result<String> {
-    let connector = Connector::new(args.stack, args.addr)?;
+    let connector = Connector::new(args.client_stack.unwrap_or(args.stack), args.addr)?;
     // Receivers first: the server pairs a sender with a registered receiver.
     let mut receivers = Vec::new();
     for pair in 0..args.pairs {
@@ -169,6 +169,10 @@ pub(crate) async fn run(args: &ClientArgs) -> anyhow::Result<String> {
     let us = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(serde_json::json!({
         "stack": args.stack.name(),
+        "client_stack": args.client_stack.unwrap_or(match args.stack {
+            crate::Stack::Quiche => crate::Stack::Quinn,
+            s => s,
+        }).name(),
         "pacing": match args.pacing { Pacing::Tick => "tick", Pacing::Even => "even" },
         "pairs": args.pairs,
         "rate": args.rate,

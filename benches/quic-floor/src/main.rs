@@ -3,6 +3,7 @@
 //! See README.md.
 
 mod client;
+mod quiche_server;
 mod server;
 mod stack;
 
@@ -36,6 +37,9 @@ pub(crate) enum Stack {
     Quinn,
     /// s2n-quic, one bidirectional stream per connection.
     S2n,
+    /// Cloudflare quiche through tokio-quiche (server only; the client
+    /// side uses quinn).
+    Quiche,
 }
 
 impl Stack {
@@ -45,6 +49,7 @@ impl Stack {
             Stack::Tls => "tls",
             Stack::Quinn => "quinn",
             Stack::S2n => "s2n",
+            Stack::Quiche => "quiche",
         }
     }
 }
@@ -72,6 +77,11 @@ pub(crate) struct ServerArgs {
 pub(crate) struct ClientArgs {
     #[arg(long, value_enum)]
     stack: Stack,
+    /// Load a QUIC server with another stack's client (e.g. `quinn`
+    /// against an s2n server); default: the server's own stack (quinn for
+    /// quiche).
+    #[arg(long, value_enum)]
+    client_stack: Option<Stack>,
     #[arg(long, default_value = "127.0.0.1:4433")]
     addr: std::net::SocketAddr,
     #[arg(long, default_value_t = 100)]

@@ -9,26 +9,30 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::ServerArgs;
 use crate::stack::{self, Conn};
+use crate::{ServerArgs, Stack};
 
 pub(crate) const ACK_BYTES: usize = 40;
 /// Written once after the header, when the server has set the connection up.
 pub(crate) const READY: u8 = 0x2a;
 /// Messages waiting for one receiver's writer.
-const QUEUE: usize = 4096;
+pub(crate) const QUEUE: usize = 4096;
 
 /// Receivers waiting for their sender, by pair id.
-type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
+pub(crate) type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let mut conns = stack::listen(args.stack, args.port).await?;
+    let pending: Pending = Arc::default();
     eprintln!(
         "quic-floor server: {} on 127.0.0.1:{}",
         args.stack.name(),
         args.port
     );
-    let pending: Pending = Arc::default();
+    if args.stack == Stack::Quiche {
+        let addr = ([127, 0, 0, 1], args.port).into();
+        return crate::quiche_server::serve(addr, args.size, pending).await;
+    }
+    let mut conns = stack::listen(args.stack, args.port).await?;
     while let Some(conn) = conns.recv().await {
         let pending = pending.clone();
         tokio::spawn(async move {

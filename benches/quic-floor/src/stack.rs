@@ -18,7 +18,7 @@ use crate::Stack;
 /// The server's UDP socket buffers, like the gateway's WebTransport listener
 /// (gateway/src/webtransport.rs `udp_socket`).
 const UDP_BUFFER: usize = 4 * 1024 * 1024;
-const ALPN: &[u8] = b"floor";
+pub(crate) const ALPN: &[u8] = b"floor";
 
 /// One accepted or opened connection's single stream.
 pub(crate) struct Conn {
@@ -91,6 +91,7 @@ pub(crate) async fn listen(stack: Stack, port: u16) -> anyhow::Result<mpsc::Rece
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let (tx, rx) = mpsc::channel(1024);
     match stack {
+        Stack::Quiche => anyhow::bail!("quiche is served by quiche_server"),
         Stack::Tcp => {
             let listener = TcpListener::bind(addr).await?;
             tokio::spawn(async move {
@@ -213,7 +214,9 @@ impl Connector {
                 addr,
                 tokio_rustls::TlsConnector::from(Arc::new(rustls_client()?)),
             ),
-            Stack::Quinn => {
+            // tokio-quiche's client takes one UDP socket per connection;
+            // quinn's client (one shared endpoint) loads the quiche server.
+            Stack::Quinn | Stack::Quiche => {
                 let mut tls = rustls_client()?;
                 tls.alpn_protocols = vec![ALPN.to_vec()];
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
@@ -287,18 +290,19 @@ impl Connector {
     }
 }
 
-fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // The kernel caps these at net.core.rmem_max / wmem_max; not an error.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
 
 /// An ECDSA P-256 certificate for `localhost`, made at start.
-fn self_signed() -> anyhow::Result<(rcgen::Certificate, rcgen::KeyPair)> {
+pub(crate) fn self_signed() -> anyhow::Result<(rcgen::Certificate, rcgen::KeyPair)> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
     let cert = params.self_signed(&key)?;
