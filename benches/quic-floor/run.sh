@@ -3,6 +3,7 @@
 # Usage: benches/quic-floor/run.sh [ROUNDS]   (default 3)
 # Environment: STACKS ("tcp tls quinn s2n"), PACINGS ("tick even"),
 # DURATION (8), WARMUP (2), PAIRS (100), RATE (10000), PORT (4600),
+# CLIENT_STACK (load every QUIC server with this stack's client, e.g. quinn),
 # OUT (results file, default quic-floor-results.jsonl in the current
 # directory), CARGO_TARGET_DIR (where the release binary is built).
 set -euo pipefail
@@ -39,7 +40,7 @@ for round in $(seq "$rounds"); do
       c0=$(cpu_ticks "$server"); u0=$(udp_in)
       line=$(chrt -f 50 taskset -c 1 "$bin" client --stack "$stack" --addr "127.0.0.1:$port" \
         --pairs "${PAIRS:-100}" --rate "${RATE:-10000}" --duration "${DURATION:-8}" \
-        --warmup "${WARMUP:-2}" --pacing "$pacing")
+        --warmup "${WARMUP:-2}" --pacing "$pacing" ${CLIENT_STACK:+--client-stack "$CLIENT_STACK"})
       c1=$(cpu_ticks "$server"); u1=$(udp_in)
       cleanup; server=
       line=$(jq -c --argjson round "$round" \
