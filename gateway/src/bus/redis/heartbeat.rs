@@ -153,38 +153,17 @@ pub(super) async fn clean_up(inner: Arc<Inner>, dead: Arc<str>) {
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
+        let rooms: Vec<RoomName> = rooms.iter().filter_map(|r| RoomName::new(r).ok()).collect();
         let mut pipe = redis::pipe();
-        for room in &rooms {
-            let Ok(room) = RoomName::new(room) else {
-                continue;
-            };
-            pipe.cmd("HDEL")
-                .arg(k.room(room.as_str()))
-                .arg(peer.as_str())
-                .ignore();
-            let wire = Wire::Left {
-                origin: inner.s.server.clone(),
-                region: inner.s.region.clone(),
-                room: room.clone(),
-                peer: peer.clone(),
-                reason: LeaveReason::Disconnected,
-            };
-            pipe.cmd(inner.publish)
-                .arg(k.ch_room(room.as_str()))
-                .arg(wire.encode().as_ref())
-                .ignore();
-            // Our own publishes are not echoed back to us.
+        inner.forget_peer(&mut pipe, &peer, &rooms, LeaveReason::Disconnected);
+        // Our own publishes are not echoed back to us.
+        for room in rooms {
             inner.emit(Event::Left {
                 room,
                 peer: peer.clone(),
                 reason: LeaveReason::Disconnected,
             });
         }
-        pipe.cmd("DEL")
-            .arg(k.peer(peer.as_str()))
-            .arg(k.prooms(peer.as_str()))
-            .arg(k.inbox(peer.as_str()))
-            .ignore();
         let _ = exec(&mut conn, &pipe).await;
     }
     let _: Result<(), _> = redis::cmd("DEL")

@@ -457,6 +457,42 @@ impl Inner {
     }
 
     /// Commands that (re-)assert one local session and its rooms.
+    /// Adds to `pipe` what ends session `peer` for good in Redis, as this
+    /// instance: its membership of `rooms`, each announced `peer_left` with
+    /// `reason` on the room's channel (every other instance's hub hears it;
+    /// ours does not), and its keys.
+    fn forget_peer(
+        &self,
+        pipe: &mut redis::Pipeline,
+        peer: &PeerId,
+        rooms: &[RoomName],
+        reason: LeaveReason,
+    ) {
+        let k = &self.keys;
+        for room in rooms {
+            pipe.cmd("HDEL")
+                .arg(k.room(room.as_str()))
+                .arg(peer.as_str())
+                .ignore();
+            let wire = Wire::Left {
+                origin: self.s.server.clone(),
+                region: self.s.region.clone(),
+                room: room.clone(),
+                peer: peer.clone(),
+                reason,
+            };
+            pipe.cmd(self.publish)
+                .arg(k.ch_room(room.as_str()))
+                .arg(wire.encode().as_ref())
+                .ignore();
+        }
+        pipe.cmd("DEL")
+            .arg(k.peer(peer.as_str()))
+            .arg(k.prooms(peer.as_str()))
+            .arg(k.inbox(peer.as_str()))
+            .ignore();
+    }
+
     fn assert_peer(
         &self,
         pipe: &mut redis::Pipeline,

@@ -392,29 +392,9 @@ impl Bus for Redis {
                 Ok(rooms) => rooms,
                 Err(_) => return Eviction::Unknown,
             };
+            let rooms: Vec<RoomName> = rooms.iter().filter_map(|r| RoomName::new(r).ok()).collect();
             let mut pipe = redis::pipe();
-            for room in rooms.iter().filter_map(|r| RoomName::new(r).ok()) {
-                pipe.cmd("HDEL")
-                    .arg(k.room(room.as_str()))
-                    .arg(peer.as_str())
-                    .ignore();
-                let wire = Wire::Left {
-                    origin: inner.s.server.clone(),
-                    region: inner.s.region.clone(),
-                    room: room.clone(),
-                    peer: peer.clone(),
-                    reason: LeaveReason::Left,
-                };
-                pipe.cmd(inner.publish)
-                    .arg(k.ch_room(room.as_str()))
-                    .arg(wire.encode().as_ref())
-                    .ignore();
-            }
-            pipe.cmd("DEL")
-                .arg(k.peer(peer.as_str()))
-                .arg(k.prooms(peer.as_str()))
-                .arg(k.inbox(peer.as_str()))
-                .ignore();
+            inner.forget_peer(&mut pipe, &peer, &rooms, LeaveReason::Left);
             pipe.cmd("SREM")
                 .arg(k.srvpeers(&owner))
                 .arg(peer.as_str())
