@@ -317,13 +317,7 @@ async fn signals_sent_while_an_instance_resubscribes_arrive_once_in_order() {
     until_health(&b, "down", 503, DETECT).await;
     let sent = 20u64;
     for n in 1..=sent {
-        within(
-            FAIL_FAST,
-            "a signal answer",
-            a1.signal("r", b1.peer(), json!({"n": n})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("signal {n} refused: {e}"));
+        acked(&a1, b1.peer(), n).await;
     }
     let kept: Vec<String> = redis.keys("pantheon:inbox").await;
     assert_eq!(
@@ -334,13 +328,7 @@ async fn signals_sent_while_an_instance_resubscribes_arrive_once_in_order() {
     redis.cmd(&["ACL", "SETUSER", "gwb", "on"]).await;
     // Sent while gw-b re-subscribes and after: they come after the kept ones.
     for n in sent + 1..=sent + 10 {
-        within(
-            FAIL_FAST,
-            "a signal answer",
-            a1.signal("r", b1.peer(), json!({"n": n})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("signal {n} refused: {e}"));
+        acked(&a1, b1.peer(), n).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for n in 1..=sent + 10 {
@@ -355,4 +343,15 @@ async fn signals_sent_while_an_instance_resubscribes_arrive_once_in_order() {
     for mut c in [a1, b1] {
         within(WAIT, "close", c.close()).await.unwrap();
     }
+}
+
+/// Signal `{"n": n}` from `from` to `to` in room `r`, acknowledged in time.
+async fn acked(from: &Client, to: &PeerId, n: u64) {
+    within(
+        FAIL_FAST,
+        "a signal answer",
+        from.signal("r", to, json!({"n": n})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("signal {n} refused: {e}"));
 }

@@ -457,6 +457,36 @@ impl Inner {
     }
 
     /// Commands that (re-)assert one local session and its rooms.
+    /// Publishes `ask` on `owner`'s instance channel and waits up to
+    /// [`HANDOVER_TIMEOUT`] for its answer, which the subscriber hands to
+    /// `waiting` under `peer`.
+    async fn ask_owner<T>(
+        &self,
+        conn: &mut Conn,
+        owner: &str,
+        ask: Wire,
+        peer: &PeerId,
+        waiting: &Mutex<HashMap<PeerId, oneshot::Sender<T>>>,
+    ) -> Asked<T> {
+        let (tx, rx) = oneshot::channel();
+        lock(waiting).insert(peer.clone(), tx);
+        let listeners: redis::RedisResult<i64> = redis::cmd(self.publish)
+            .arg(self.keys.ch_srv(owner))
+            .arg(ask.encode().as_ref())
+            .query_async(conn)
+            .await;
+        let asked = match listeners {
+            Ok(0) => Asked::Gone,
+            Ok(_) => match tokio::time::timeout(HANDOVER_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => Asked::Answer(answer),
+                _ => Asked::NoAnswer,
+            },
+            Err(_) => Asked::Failed,
+        };
+        lock(waiting).remove(peer);
+        asked
+    }
+
     /// Adds to `pipe` what ends session `peer` for good in Redis, as this
     /// instance: its membership of `rooms`, each announced `peer_left` with
     /// `reason` on the room's channel (every other instance's hub hears it;
@@ -753,6 +783,18 @@ impl RecentIds {
     fn contains(&self, id: u64) -> bool {
         self.set.contains(&id)
     }
+}
+
+/// How the owner of a session answered [`Inner::ask_owner`].
+enum Asked<T> {
+    /// Nobody listens on its channel: the instance is gone.
+    Gone,
+    /// Its answer.
+    Answer(T),
+    /// Listening, but no answer in time.
+    NoAnswer,
+    /// The question could not be published.
+    Failed,
 }
 
 /// Compares secrets in constant time.

@@ -231,49 +231,44 @@ impl Bus for Redis {
                 return None;
             }
             // Ask the owner first; nobody listening means it is gone.
-            let (tx, rx) = oneshot::channel();
-            lock(&inner.claims).insert(peer.clone(), tx);
             let ask = Wire::Takeover {
                 origin: inner.s.server.clone(),
                 region: inner.s.region.clone(),
                 peer: peer.clone(),
                 last_seq,
-            }
-            .encode();
-            let listeners: i64 = redis::cmd(inner.publish)
-                .arg(k.ch_srv(&owner))
-                .arg(ask.as_ref())
-                .query_async(&mut conn)
+            };
+            match inner
+                .ask_owner(&mut conn, &owner, ask, &peer, &inner.claims)
                 .await
-                .unwrap_or(0);
-            if listeners > 0 {
-                let answer = tokio::time::timeout(HANDOVER_TIMEOUT, rx).await;
-                lock(&inner.claims).remove(&peer);
-                let Ok(Ok(Wire::Handover {
-                    ok: true,
-                    next_seq,
-                    rooms,
-                    lines,
-                    ..
-                })) = answer
-                else {
-                    return None;
-                };
-                let mut pipe = redis::pipe();
-                pipe.cmd("SREM")
-                    .arg(k.srvpeers(&owner))
-                    .arg(peer.as_str())
-                    .ignore();
-                let _ = exec(&mut conn, &pipe).await;
-                return Some(Claim {
-                    secret,
-                    lines,
-                    inbox: Vec::new(),
-                    next_seq,
-                    rooms,
-                });
+            {
+                Asked::Gone | Asked::Failed => {}
+                Asked::NoAnswer => return None,
+                Asked::Answer(answer) => {
+                    let Wire::Handover {
+                        ok: true,
+                        next_seq,
+                        rooms,
+                        lines,
+                        ..
+                    } = answer
+                    else {
+                        return None;
+                    };
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SREM")
+                        .arg(k.srvpeers(&owner))
+                        .arg(peer.as_str())
+                        .ignore();
+                    let _ = exec(&mut conn, &pipe).await;
+                    return Some(Claim {
+                        secret,
+                        lines,
+                        inbox: Vec::new(),
+                        next_seq,
+                        rooms,
+                    });
+                }
             }
-            lock(&inner.claims).remove(&peer);
             let reply: Value = inner
                 .claim_orphan
                 .key(k.peer(peer.as_str()))
@@ -353,33 +348,18 @@ impl Bus for Redis {
             if !entry.get("secret").is_some_and(|s| crate::bus::is_named(s)) {
                 return Eviction::Refused;
             }
-            let (tx, rx) = oneshot::channel();
-            lock(&inner.evictions).insert(peer.clone(), tx);
             let ask = Wire::Evict {
                 origin: inner.s.server.clone(),
                 region: inner.s.region.clone(),
                 peer: peer.clone(),
-            }
-            .encode();
-            let listeners: Result<i64, _> = redis::cmd(inner.publish)
-                .arg(k.ch_srv(&owner))
-                .arg(ask.as_ref())
-                .query_async(&mut conn)
-                .await;
-            let answer = match listeners {
-                // Nobody listening: its instance is gone.
-                Ok(0) => Some(true),
-                Ok(_) => tokio::time::timeout(HANDOVER_TIMEOUT, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                Err(_) => None,
             };
-            lock(&inner.evictions).remove(&peer);
-            match answer {
-                Some(true) => {}
-                Some(false) => return Eviction::Refused,
-                None => return Eviction::Unknown,
+            match inner
+                .ask_owner(&mut conn, &owner, ask, &peer, &inner.evictions)
+                .await
+            {
+                Asked::Gone | Asked::Answer(true) => {}
+                Asked::Answer(false) => return Eviction::Refused,
+                Asked::NoAnswer | Asked::Failed => return Eviction::Unknown,
             }
             // The old session is over: forget it here, so that its rooms
             // hear `peer_left` before they hear of the new one (same
